@@ -1,0 +1,415 @@
+"""This process's membership in the cluster: its pid, its node, its waiters, its calls.
+
+One ``ProcessGroup`` exists per process. On the master it is created on first use; on a
+worker, ``pyaddprocs.worker`` creates it before binding.
+
+    caller thread                         I/O thread (transport_zmq.Node)
+    ─────────────                         ───────────────────────────────
+    call_fetch / send_call ── CALL ──>    ... remote process runs it ...
+         │ registers a Waiter             <── RESULT ── on_message: pops the Waiter,
+         └ waits on it <───────────────────────────────  hands it the raw frames
+                                          ── CALL/CALL_FETCH/REMOTE_DO from a peer ──>
+    CallRunner thread <── submit ─────────  on_message (never runs user code itself)
+         └ runs the function, sends RESULT or stores the value in ``refs``
+
+- A Waiter receives the raw frames; the waiting thread unpickles them, so a result
+  that cannot be unpickled fails that one call and nothing else.
+- When a peer is lost, every Waiter waiting on it gets ProcessExitedError, and the peer
+  is dropped from every client set in ``refs``.
+- ``members`` holds what this process knows of the other processes: on the master the
+  workers with their configs, on a worker the peers' addresses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import secrets
+import string
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from transport_zmq import (
+    MASTER_PID, NO_REF, Header, MessageKind, Node, PeerLostError, RefId, ResultFlag,
+)
+
+from .errors import ProcessExitedError, RemoteException
+from .refs import RefStore
+from .runner import CallRunner
+from .serialization import dumps, loads
+
+log = logging.getLogger(__name__)
+
+# A CALL's value goes back to its caller with the completion notice when it pickles to
+# fewer bytes than this; a larger value stays on the owner until fetched.
+INLINE_RESULT_LIMIT = 1 << 20
+
+# Reference-count operations, applied on the I/O thread in arrival order.
+CONTROL_ADD_CLIENT = "add_client"
+CONTROL_DEL_CLIENT = "del_client"
+
+_COOKIE_ALPHABET = string.ascii_letters + string.digits
+COOKIE_LENGTH = 32
+
+
+def new_cookie() -> str:
+    """Return a random cookie of COOKIE_LENGTH letters and digits."""
+    return "".join(secrets.choice(_COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH))
+
+
+@dataclass
+class Member:
+    """What this process knows about another process of the cluster."""
+
+    pid: int
+    host: str = ""
+    port: int = 0
+    state: str = "connected"     # connected, terminating, terminated
+    config: Any = None           # WorkerConfig, master only
+    manager: Any = None          # ClusterManager, master only
+    ospid: int | None = None
+    cpu_threads: int | None = None
+    exit_reason: str = ""
+    removed: threading.Event = field(default_factory=threading.Event)
+
+
+class Waiter:
+    """A pending answer from one peer, completed once by the I/O thread."""
+
+    __slots__ = ("pid", "flags", "frames", "error", "_lock", "_done", "callbacks")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.flags = 0
+        self.frames: list | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self.callbacks: list[Callable[["Waiter"], None]] = []
+
+    def deliver(self, flags: int, frames: list | None, error: BaseException | None = None) -> None:
+        """Complete the waiter with a RESULT's frames, or with an error."""
+        if self._done:
+            return
+        self.flags, self.frames, self.error = flags, frames, error
+        self._done = True
+        self._lock.release()
+        for callback in self.callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("waiter callback failed")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until delivered; return False on timeout."""
+        if self._done:
+            return True
+        acquired = self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+        if acquired:
+            self._lock.release()  # let other threads waiting on the same answer through
+        return acquired
+
+    def done(self) -> bool:
+        """Return True once delivered."""
+        return self._done
+
+    def outcome(self) -> tuple[Any, bool]:
+        """Unpickle the delivered answer; return (value, is_error)."""
+        if self.error is not None:
+            return self.error, True
+        value = loads(self.frames)
+        return value, bool(self.flags & ResultFlag.ERROR)
+
+
+_caller = threading.local()
+
+
+def current_caller() -> int:
+    """Return the pid that sent the call running on this thread (own pid outside calls)."""
+    return getattr(_caller, "pid", None) or get_group().myid
+
+
+class ProcessGroup:
+    """Cluster state of this process; see the module docstring."""
+
+    def __init__(self, role: str, cookie: str | None = None) -> None:
+        self.role = role
+        self.cookie = cookie if cookie is not None else new_cookie()
+        self.node = Node(self.cookie.encode(), self)
+        self.node.pid = MASTER_PID if role == "master" else 0
+        self.refs = RefStore()
+        self.runner = CallRunner()
+        self.members: dict[int, Member] = {}
+        self.removed: dict[int, str] = {}       # pid -> why it left
+        self.lock = threading.RLock()
+        self.topology = "all_to_all"
+        self.lazy = True
+        self.joined = threading.Event()
+        self.on_master_lost: Callable[[str], None] | None = None
+        self.on_worker_lost: Callable[[int, str], None] | None = None
+        self._waiters: dict[int, Waiter] = {}
+        # One Future or RemoteChannel object per RefId in this process, so that each
+        # process holds (and releases) a reference exactly once.
+        self.client_refs: "weakref.WeakValueDictionary[RefId, Any]" = weakref.WeakValueDictionary()
+        self._numbers = itertools.count(1)
+        self._pids = itertools.count(2)
+
+    def allocate_pid(self) -> int:
+        """Return the next worker pid (master only; pids are never reused)."""
+        return next(self._pids)
+
+    @property
+    def myid(self) -> int:
+        """This process's pid (0 on a worker that has not joined yet)."""
+        return self.node.pid
+
+    def next_ref(self) -> RefId:
+        """Return a new RefId created by this process."""
+        return (self.myid, next(self._numbers))
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, pid: int, header: Header, payload: list = ()) -> None:
+        """Send a message, turning a lost peer into ProcessExitedError."""
+        if pid in self.removed:
+            raise ProcessExitedError(pid, self.removed[pid])
+        try:
+            self.node.send(pid, header, payload)
+        except PeerLostError as err:
+            raise ProcessExitedError(pid, self.removed.get(pid) or err.reason) from err
+
+    def start_call(self, kind: int, pid: int, function: Callable, args: tuple, kwargs: dict,
+                   response: RefId = NO_REF, waiter_number: int | None = None,
+                   callback: Callable[[Waiter], None] | None = None) -> Waiter | None:
+        """Send a CALL, CALL_FETCH or REMOTE_DO; return the Waiter for its answer, if any.
+
+        ``callback`` is registered on the Waiter before the message leaves, so it cannot
+        miss a fast answer; it runs on the I/O thread and must not block.
+        """
+        payload = dumps((function, args, kwargs), destination_pid=pid)
+        waiter = None
+        notify = NO_REF
+        if kind != MessageKind.REMOTE_DO:
+            number = waiter_number if waiter_number is not None else next(self._numbers)
+            waiter = Waiter(pid)
+            if callback is not None:
+                waiter.callbacks.append(callback)
+            notify = (self.myid, number)
+            self._waiters[number] = waiter
+        try:
+            self.send(pid, Header(kind, 0, response, notify), payload)
+        except BaseException:
+            if waiter is not None:
+                self._waiters.pop(notify[1], None)
+            raise
+        return waiter
+
+    def call_fetch(self, pid: int, function: Callable, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run ``function`` on ``pid`` and return its value; raise its RemoteException."""
+        waiter = self.start_call(MessageKind.CALL_FETCH, pid, function, args, kwargs)
+        if not waiter.wait(timeout):
+            self.forget_waiter(waiter)
+            raise TimeoutError(f"no answer from process {pid} within {timeout:g} seconds")
+        value, is_error = waiter.outcome()
+        if is_error:
+            raise value
+        return value
+
+    def forget_waiter(self, waiter: Waiter) -> None:
+        """Stop waiting for ``waiter``'s answer (a late answer is then dropped)."""
+        for number, candidate in list(self._waiters.items()):
+            if candidate is waiter:
+                self._waiters.pop(number, None)
+
+    def forget_waiter_number(self, number: int) -> None:
+        """Stop waiting for the answer registered under ``number``."""
+        self._waiters.pop(number, None)
+
+    def send_control(self, pid: int, operation: str, *args: Any) -> None:
+        """Send a reference-count operation to ``pid``, or apply it here when ``pid`` is us."""
+        if pid == self.myid:
+            self._apply_control(pid, operation, args)
+            return
+        try:
+            self.send(pid, Header(MessageKind.CONTROL), [pickle.dumps((operation, args))])
+        except (ProcessExitedError, ConnectionError, RuntimeError) as err:
+            log.debug("dropped %s for process %d: %s", operation, pid, err)
+
+    # -- running incoming calls ----------------------------------------------------------
+
+    def on_message(self, peer: int, header: Header, frames: list) -> None:
+        """Dispatch one message (I/O thread)."""
+        kind = header.kind
+        if kind == MessageKind.RESULT:
+            waiter = self._waiters.pop(header.response[1], None)
+            if waiter is not None:
+                waiter.deliver(header.flags, frames)
+        elif kind == MessageKind.CALL:
+            # Created here, in arrival order, so a fetch that follows the call finds it.
+            self.refs.lookup(header.response, create=True, client=header.response[0])
+            self.runner.submit(self._run_call, peer, header, frames)
+        elif kind in (MessageKind.CALL_FETCH, MessageKind.REMOTE_DO):
+            self.runner.submit(self._run_call, peer, header, frames)
+        elif kind == MessageKind.CONTROL:
+            try:
+                operation, args = pickle.loads(frames[0].buffer)
+            except Exception as err:
+                log.warning("dropped a malformed control message from %d: %s", peer, err)
+                return
+            self._apply_control(peer, operation, args)
+        else:
+            log.warning("dropped a message of unknown kind %d from %d", kind, peer)
+
+    def _apply_control(self, peer: int, operation: str, args: tuple) -> None:
+        if operation == CONTROL_ADD_CLIENT:
+            ref, pid = args
+            self.refs.add_client(tuple(ref), pid)
+        elif operation == CONTROL_DEL_CLIENT:
+            ref, pid = args
+            self.refs.remove_client(tuple(ref), pid)
+        else:
+            log.warning("unknown control operation %r from %d", operation, peer)
+
+    def _run_call(self, peer: int, header: Header, frames: list) -> None:
+        _caller.pid = peer
+        try:
+            value, is_error = self._execute(frames)
+            kind = header.kind
+            if kind == MessageKind.CALL_FETCH:
+                self._send_result(peer, header.notify, value, is_error)
+            elif kind == MessageKind.CALL:
+                self._store_result(peer, header, value, is_error)
+            elif is_error:
+                print(f"Error in remote_do on process {self.myid} (called by {peer}):\n{value}", file=sys.stderr, flush=True)
+        finally:
+            _caller.pid = None
+
+    def _execute(self, frames: list) -> tuple[Any, bool]:
+        try:
+            function, args, kwargs = loads(frames)
+        except BaseException as err:
+            error = RuntimeError(f"could not deserialize the call on process {self.myid}: {type(err).__name__}: {err}")
+            error.__cause__ = err
+            return RemoteException.capture(self.myid, error), True
+        return self.execute_call(function, args, kwargs)
+
+    def execute_call(self, function: Callable, args: tuple, kwargs: dict) -> tuple[Any, bool]:
+        """Run a function as a remote call would; return (value or RemoteException, is_error)."""
+        try:
+            return function(*args, **kwargs), False
+        except BaseException as err:
+            if isinstance(err, RemoteException) and getattr(function, "_pyaddprocs_passthrough", False):
+                return err, True
+            return RemoteException.capture(self.myid, err), True
+
+    def _encode_result(self, peer: int, value: Any, is_error: bool) -> tuple[list, int]:
+        try:
+            return dumps(value, destination_pid=peer), ResultFlag.ERROR if is_error else ResultFlag.OK
+        except Exception as err:
+            error = TypeError(
+                f"could not serialize the {'error' if is_error else 'result'} of type "
+                f"{type(value).__qualname__} on process {self.myid}: {type(err).__name__}: {err}"
+            )
+            error.__cause__ = err
+            return dumps(RemoteException.capture(self.myid, error)), ResultFlag.ERROR
+
+    def _send_result(self, peer: int, notify: RefId, value: Any, is_error: bool) -> None:
+        payload, flags = self._encode_result(peer, value, is_error)
+        try:
+            self.send(peer, Header(MessageKind.RESULT, flags, notify), payload)
+        except (ConnectionError, RuntimeError) as err:
+            log.info("could not send a result to process %d: %s", peer, err)
+
+    def _store_result(self, peer: int, header: Header, value: Any, is_error: bool) -> None:
+        stored = self.refs.lookup(header.response, create=True)
+        if not stored.set(value, is_error):
+            log.warning("value of %s was already set; a second result was dropped", header.response)
+        if header.notify == NO_REF:
+            return
+        payload, flags = self._encode_result(peer, value, is_error)
+        size = sum(memoryview(frame).nbytes for frame in payload)
+        if size < INLINE_RESULT_LIMIT:
+            # The caller caches this value, so it no longer needs the stored copy.
+            self.refs.remove_client(header.response, header.response[0])
+        else:
+            payload, flags = [], flags | ResultFlag.NOT_STORED
+        try:
+            self.send(peer, Header(MessageKind.RESULT, flags, header.notify), payload)
+        except (ConnectionError, RuntimeError) as err:
+            log.info("could not notify process %d: %s", peer, err)
+
+    # -- peer events (I/O thread) --------------------------------------------------------
+
+    def on_peer_connected(self, peer: int) -> None:
+        """Note a new link; a worker's first link from pid 1 means the master is here."""
+        log.debug("process %d linked to %d", self.myid, peer)
+
+    def on_peer_lost(self, peer: int, reason: str) -> None:
+        """Fail everything that waits on ``peer`` and release its references."""
+        self.fail_waiters(peer, reason)
+        self.refs.remove_process(peer)
+        if peer == MASTER_PID and self.role == "worker" and self.on_master_lost is not None:
+            self.on_master_lost(reason)
+        elif self.role == "master" and self.on_worker_lost is not None:
+            self.on_worker_lost(peer, reason)
+
+    def on_send_failed(self, peer: int, header: Header) -> None:
+        """Fail the waiter of a message that could not be sent."""
+        if header.notify != NO_REF and header.notify[0] == self.myid:
+            waiter = self._waiters.pop(header.notify[1], None)
+            if waiter is not None:
+                waiter.deliver(0, None, ProcessExitedError(peer, self.removed.get(peer, "connection lost")))
+
+    def fail_waiters(self, pid: int, reason: str) -> None:
+        """Complete every waiter on ``pid`` with ProcessExitedError."""
+        for number, waiter in list(self._waiters.items()):
+            if waiter.pid == pid:
+                self._waiters.pop(number, None)
+                waiter.deliver(0, None, ProcessExitedError(pid, reason))
+
+    def mark_removed(self, pid: int, reason: str) -> None:
+        """Record that ``pid`` left the cluster; later sends to it raise ProcessExitedError."""
+        self.removed.setdefault(pid, reason)
+        with self.lock:
+            member = self.members.pop(pid, None)
+        if member is not None:
+            member.state = "terminated"
+            member.exit_reason = member.exit_reason or reason
+            member.removed.set()
+        self.node.drop_peer(pid, reason)
+        self.fail_waiters(pid, reason)
+
+
+_group: ProcessGroup | None = None
+_group_lock = threading.Lock()
+
+
+def get_group() -> ProcessGroup:
+    """Return this process's ProcessGroup, making this process the master on first use."""
+    global _group
+    if _group is None:
+        with _group_lock:
+            if _group is None:
+                group = ProcessGroup("master")
+                group.node.start()
+                group.joined.set()
+                _group = group
+                log.debug("process group started as master (os pid %d)", os.getpid())
+    return _group
+
+
+def set_group(group: ProcessGroup) -> None:
+    """Install the worker's ProcessGroup (called once by pyaddprocs.worker)."""
+    global _group
+    _group = group
+
+
+def existing_group() -> ProcessGroup | None:
+    """Return the ProcessGroup if one was created, without creating it."""
+    return _group

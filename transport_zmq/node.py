@@ -1,0 +1,563 @@
+"""One process's endpoint in the cluster: its sockets, its I/O thread and its links.
+
+Data flow inside one process:
+
+    any thread ── Node.send ──> send queue ──(wake-up pipe)──┐
+                                                             v
+    peers ══ TCP ══> ROUTER (bound, workers only) ───>  I/O thread ──> handler.on_message
+    peers <══ TCP ══ DEALER per outgoing connection <──  (owns every socket)
+                     monitor sockets ─────────────────>  (peer lost) ──> handler.on_peer_lost
+
+- A connection is one DEALER (the connecting side) to one ROUTER (the bound side) and
+  carries traffic both ways. The master binds nothing and connects to every worker; a
+  worker connects to a peer only when the topology says it is the higher pid.
+- ZeroMQ sockets are not thread-safe, so only the I/O thread touches them. Other
+  threads append to a deque and write one byte to a pipe the I/O thread polls. The
+  hand-off costs a few microseconds per message; the alternative (callers sending under
+  a per-socket lock) needs a second wake-up path for the edge-triggered ZMQ_FD, and is
+  left until a benchmark shows the hand-off matters.
+- The first message on every connection is HELLO with the cluster cookie. The ROUTER
+  side drops every message from a routing id that has not proved the cookie, without
+  looking at its payload, so nothing unauthenticated reaches the layer above.
+- Liveness: ZMTP heartbeats (see sockets.py) plus socket monitors. A DEALER reports its
+  own disconnect; on the ROUTER the monitor reports the file descriptor, which is
+  matched to the peer through the descriptor recorded from its HELLO message.
+- ``handler.on_message`` runs on the I/O thread and must not block: the layer above
+  hands real work to other threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import logging
+import os
+import struct
+import threading
+import time
+from typing import Callable, Protocol
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .framing import PROTOCOL_VERSION, Header, MessageKind, Payload, send_frames
+from .sockets import format_endpoint, make_dealer, make_router
+from .topology import MASTER_PID, LinkState, PeerLostError, TopologyTable
+
+log = logging.getLogger(__name__)
+
+_HELLO_BODY = struct.Struct("!IH")   # sender pid, protocol version
+_ACK_BODY = struct.Struct("!I")      # acceptor pid
+
+# Rejected connection attempts are logged at most this often.
+_REJECT_LOG_INTERVAL = 10.0
+
+
+class MessageHandler(Protocol):
+    """Callbacks from the I/O thread to the layer above; none of them may block."""
+
+    def on_message(self, peer: int, header: Header, frames: list[zmq.Frame]) -> None: ...
+
+    def on_peer_connected(self, peer: int) -> None: ...
+
+    def on_peer_lost(self, peer: int, reason: str) -> None: ...
+
+    def on_send_failed(self, peer: int, header: Header) -> None: ...
+
+
+class _DealerLink:
+    """An outgoing connection: the DEALER socket, its monitor and where it points."""
+
+    def __init__(self, peer: int, socket: zmq.Socket, monitor: zmq.Socket, endpoint: str) -> None:
+        self.peer = peer
+        self.socket = socket
+        self.monitor = monitor
+        self.endpoint = endpoint
+        self.acknowledged = False
+
+
+class Node:
+    """The process's transport endpoint; one per process.
+
+    ``cookie`` is the cluster secret every connection must prove. ``handler`` receives
+    messages and peer events on the I/O thread. ``lazy_connector(peer)`` is called (on
+    the sending thread) when a send finds the link LAZY; it must connect the link or
+    raise.
+    """
+
+    def __init__(self, cookie: bytes, handler: MessageHandler, *, connect_timeout: float = 60.0) -> None:
+        self.cookie = cookie
+        self.handler = handler
+        self.connect_timeout = connect_timeout
+        self.topology = TopologyTable()
+        self.lazy_connector: Callable[[int], None] | None = None
+        self.address: tuple[str, int] | None = None
+
+        self._context = zmq.Context()
+        self._router: zmq.Socket | None = None
+        self._router_monitor: zmq.Socket | None = None
+        self._dealers: dict[int, _DealerLink] = {}
+        self._routing_ids: dict[int, bytes] = {}      # peer pid -> ROUTER routing id
+        self._peer_of_routing_id: dict[bytes, int] = {}
+        self._routing_id_of_fd: dict[int, bytes] = {}
+        self._link_of_socket: dict[zmq.Socket, _DealerLink] = {}  # DEALER or its monitor
+        self._poller = zmq.Poller()
+
+        self._queue: collections.deque = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._wake_pending = False
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._rejected = 0
+        self._last_reject_log = 0.0
+
+    # -- identity --------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """This process's pid in the cluster (0 on a worker before it has joined)."""
+        return self.topology.me
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self.topology.me = value
+
+    # -- start and stop --------------------------------------------------------------
+
+    def bind(self, host: str, port: int = 0, *, port_range: int = 1) -> int:
+        """Bind the ROUTER socket at ``host:port`` and return the port.
+
+        ``port=0`` takes a free port from the OS. Otherwise ``port`` and the next
+        ``port_range - 1`` ports are tried in order, skipping those in use.
+        """
+        if self._running:
+            raise RuntimeError("bind() must be called before start()")
+        router = make_router(self._context)
+        if port == 0:
+            bound = router.bind_to_random_port(format_endpoint(host, 0)[:-2])
+        else:
+            bound = self._bind_in_range(router, host, port, port_range)
+        self._router = router
+        self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.address = (host, bound)
+        log.debug("bound ROUTER at %s", format_endpoint(host, bound))
+        return bound
+
+    @staticmethod
+    def _bind_in_range(router: zmq.Socket, host: str, port: int, port_range: int) -> int:
+        last_error: zmq.ZMQError | None = None
+        for candidate in range(port, min(port + max(port_range, 1), 65536)):
+            try:
+                router.bind(format_endpoint(host, candidate))
+                return candidate
+            except zmq.ZMQError as err:
+                log.debug("port %d on %s is not available: %s", candidate, host, err)
+                last_error = err
+        router.close(linger=0)
+        raise OSError(f"could not bind to {host} on ports {port}..{port + port_range - 1}: {last_error}")
+
+    def start(self) -> None:
+        """Start the I/O thread."""
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="pyaddprocs-io", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the I/O thread and close every socket; queued messages get LINGER_MS to leave."""
+        if not self._running:
+            return
+        self._running = False
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        for link in list(self._dealers.values()):
+            self._close_dealer(link)
+        for sock in (self._router_monitor, self._router):
+            if sock is not None:
+                sock.close()
+        self._context.term()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        log.debug("node %d closed", self.pid)
+
+    def in_io_thread(self) -> bool:
+        """Return True when called on the I/O thread."""
+        return threading.current_thread() is self._thread
+
+    # -- links -----------------------------------------------------------------------
+
+    def connect(self, peer: int, host: str, port: int, timeout: float | None = None) -> None:
+        """Open the link to ``peer`` at ``host:port`` and wait until it has accepted the cookie.
+
+        Raises ConnectionError when the peer does not answer within ``timeout`` seconds
+        (default: ``connect_timeout``), and PeerLostError when it disconnects first.
+        """
+        if self.in_io_thread():
+            raise RuntimeError("connect() would block the I/O thread")
+        timeout = self.connect_timeout if timeout is None else timeout
+        endpoint = format_endpoint(host, port)
+        self.topology.set_state(peer, LinkState.CONNECTING)
+        self._call_in_io_thread(lambda: self._open_dealer(peer, endpoint, timeout))
+        try:
+            self.wait_connected(peer, timeout)
+        except ConnectionError:
+            self._call_in_io_thread(lambda: self._drop_dealer(peer))
+            raise
+
+    def wait_connected(self, peer: int, timeout: float) -> None:
+        """Block until the link to ``peer`` is CONNECTED; raise when it fails or times out."""
+        deadline = time.monotonic() + timeout
+        table = self.topology
+        with table.changed:
+            while True:
+                state = table._states.get(peer)
+                if state is LinkState.CONNECTED:
+                    return
+                if state is LinkState.CLOSED:
+                    raise table._errors.get(peer) or PeerLostError(peer)
+                if state is LinkState.LAZY and peer in table._errors:
+                    raise ConnectionError(f"connecting to peer {peer} failed: {table._errors[peer]}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectionError(
+                        f"peer {peer} did not connect to {self.pid} within {timeout:g} seconds"
+                    )
+                table.changed.wait(min(remaining, 1.0))
+
+    def connected_peers(self) -> list[int]:
+        """Return the pids this node currently has a link to."""
+        return self.topology.connected_peers()
+
+    def drop_peer(self, peer: int, reason: str) -> None:
+        """Close the link to ``peer`` as if it had disconnected (used after a removal)."""
+        self._call_in_io_thread(lambda: self._lose_peer(peer, reason))
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, peer: int, header: Header, payload: list[Payload] = ()) -> None:
+        """Send one message to ``peer``; safe from any thread.
+
+        Raises PeerNotConnectedError when the topology has no link to ``peer`` and
+        PeerLostError when the peer is gone. A LAZY link is connected first through
+        ``lazy_connector``.
+        """
+        state = self.topology.state(peer)
+        if state is not LinkState.CONNECTED:
+            self._prepare_link(peer, state)
+        frames = [header.pack(), *payload]
+        if self.in_io_thread():
+            self._send_now(peer, header, frames)
+            return
+        self._queue.append((peer, header, frames))
+        self._wake()
+
+    def _prepare_link(self, peer: int, state: LinkState) -> None:
+        if state is LinkState.FORBIDDEN:
+            raise self.topology.not_connected(peer)
+        if state is LinkState.CLOSED:
+            raise self.topology.error(peer) or PeerLostError(peer)
+        if self.lazy_connector is None and state is LinkState.LAZY:
+            raise self.topology.not_connected(peer)
+        self.ensure_link(peer, lambda: self.lazy_connector(peer))
+
+    def ensure_link(self, peer: int, opener: Callable[[], None], timeout: float | None = None) -> None:
+        """Make sure a link to ``peer`` exists, running ``opener`` if nobody else is opening it.
+
+        Of several threads that find the link LAZY, exactly one runs ``opener``; the
+        others wait for its outcome. When ``opener`` fails the link goes back to LAZY,
+        so a later send tries again.
+        """
+        state = self.topology.state(peer)
+        if state is LinkState.CONNECTED:
+            return
+        if state is LinkState.FORBIDDEN:
+            raise self.topology.not_connected(peer)
+        if state is LinkState.CLOSED:
+            raise self.topology.error(peer) or PeerLostError(peer)
+        if self.in_io_thread():
+            raise RuntimeError(f"link to peer {peer} is {state.value}; the I/O thread cannot wait for it")
+        if self.topology.claim(peer):
+            try:
+                opener()
+            except BaseException as err:
+                if self.topology.state(peer) is not LinkState.CLOSED:
+                    self.topology.set_state(peer, LinkState.LAZY, err)
+                raise
+        self.wait_connected(peer, self.connect_timeout if timeout is None else timeout)
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_write, b"x")
+            except OSError:  # closed during shutdown
+                pass
+
+    def _call_in_io_thread(self, function: Callable[[], None]) -> None:
+        if self.in_io_thread():
+            function()
+            return
+        self._queue.append(function)
+        self._wake()
+
+    # -- the I/O thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = self._poller
+        poller.register(self._wake_read, zmq.POLLIN)
+        if self._router is not None:
+            poller.register(self._router, zmq.POLLIN)
+            poller.register(self._router_monitor, zmq.POLLIN)
+        while self._running:
+            try:
+                ready = dict(poller.poll(500))
+            except zmq.ZMQError as err:
+                if err.errno == zmq.ETERM:
+                    break
+                log.exception("poll failed on node %d", self.pid)
+                continue
+            if ready.pop(self._wake_read, None):
+                self._drain_queue()
+            for sock in ready:
+                try:
+                    self._handle_readable(sock)
+                except Exception:  # a bug in a handler must not kill the I/O thread
+                    log.exception("error while handling input on node %d", self.pid)
+        log.debug("I/O thread of node %d stopped", self.pid)
+
+    def _drain_queue(self) -> None:
+        self._wake_pending = False
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            if callable(item):
+                try:
+                    item()
+                except Exception:
+                    log.exception("command failed on the I/O thread of node %d", self.pid)
+                continue
+            peer, header, frames = item
+            self._send_now(peer, header, frames)
+
+    def _send_now(self, peer: int, header: Header, frames: list[Payload]) -> None:
+        link = self._dealers.get(peer)
+        try:
+            if link is not None:
+                send_frames(link.socket, frames)
+                return
+            routing_id = self._routing_ids.get(peer)
+            if routing_id is not None:
+                send_frames(self._router, frames, prefix=routing_id)
+                return
+        except zmq.ZMQError as err:
+            log.warning("send to peer %d failed: %s", peer, err)
+        else:
+            log.debug("no route to peer %d for a %s message", peer, header.kind)
+        self.handler.on_send_failed(peer, header)
+
+    def _handle_readable(self, sock) -> None:
+        if sock is self._router:
+            self._read_router()
+        elif sock is self._router_monitor:
+            self._read_router_monitor()
+        else:
+            link = self._link_of_socket.get(sock)
+            if link is None:
+                return
+            if sock is link.socket:
+                self._read_dealer(link)
+            else:
+                self._read_dealer_monitor(link)
+
+    # Messages are read until the socket is empty, because the poller only says that
+    # at least one is waiting.
+    def _read_router(self) -> None:
+        router = self._router
+        while True:
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            routing_id = parts[0].bytes
+            peer = self._peer_of_routing_id.get(routing_id)
+            if peer is None:
+                self._accept_hello(routing_id, parts)
+                continue
+            self._dispatch(peer, parts[1:])
+
+    def _read_dealer(self, link: _DealerLink) -> None:
+        while True:
+            try:
+                parts = link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if not link.acknowledged:
+                self._accept_ack(link, parts)
+                continue
+            self._dispatch(link.peer, parts)
+
+    def _dispatch(self, peer: int, parts: list[zmq.Frame]) -> None:
+        try:
+            header = Header.unpack(parts[0].buffer)
+        except ValueError as err:
+            log.warning("dropped a malformed message from peer %d: %s", peer, err)
+            return
+        self.handler.on_message(peer, header, parts[1:])
+
+    # -- the cookie handshake --------------------------------------------------------
+
+    def _accept_hello(self, routing_id: bytes, parts: list[zmq.Frame]) -> None:
+        peer = self._check_hello(parts)
+        if peer is None:
+            self._log_rejection(parts[0])
+            return
+        old = self._routing_ids.get(peer)
+        if old is not None:
+            self._peer_of_routing_id.pop(old, None)
+        self._routing_ids[peer] = routing_id
+        self._peer_of_routing_id[routing_id] = peer
+        try:
+            self._routing_id_of_fd[parts[1].get(zmq.SRCFD)] = routing_id
+        except zmq.ZMQError:  # SRCFD is deprecated; without it only heartbeats notice loss
+            log.debug("no source descriptor for peer %d", peer)
+        ack = [Header(MessageKind.HELLO_ACK).pack(), _ACK_BODY.pack(self.pid)]
+        send_frames(self._router, ack, prefix=routing_id)
+        log.debug("peer %d connected to node %d", peer, self.pid)
+        self.topology.set_state(peer, LinkState.CONNECTED)
+        self.handler.on_peer_connected(peer)
+
+    def _check_hello(self, parts: list[zmq.Frame]) -> int | None:
+        if len(parts) != 4:
+            return None
+        try:
+            header = Header.unpack(parts[1].buffer)
+            sender, version = _HELLO_BODY.unpack(parts[3].buffer)
+        except (ValueError, struct.error):
+            return None
+        if header.kind != MessageKind.HELLO or version != PROTOCOL_VERSION:
+            return None
+        if not hmac.compare_digest(parts[2].bytes, self.cookie):
+            return None
+        return sender
+
+    def _log_rejection(self, routing_frame: zmq.Frame) -> None:
+        self._rejected += 1
+        now = time.monotonic()
+        if now - self._last_reject_log < _REJECT_LOG_INTERVAL:
+            return
+        self._last_reject_log = now
+        try:
+            address = routing_frame.get("Peer-Address")
+        except zmq.ZMQError:
+            address = "unknown address"
+        log.warning(
+            "node %d rejected a message from %s: invalid connection credentials (%d rejected so far)",
+            self.pid, address, self._rejected,
+        )
+
+    def _accept_ack(self, link: _DealerLink, parts: list[zmq.Frame]) -> None:
+        try:
+            header = Header.unpack(parts[0].buffer)
+            (acceptor,) = _ACK_BODY.unpack(parts[1].buffer)
+        except (ValueError, struct.error, IndexError):
+            header, acceptor = None, -1
+        if header is None or header.kind != MessageKind.HELLO_ACK:
+            log.warning("peer %d at %s answered HELLO with something else; dropped", link.peer, link.endpoint)
+            return
+        link.acknowledged = True
+        log.debug("node %d connected to peer %d at %s (it calls itself %d)", self.pid, link.peer, link.endpoint, acceptor)
+        self.topology.set_state(link.peer, LinkState.CONNECTED)
+        self.handler.on_peer_connected(link.peer)
+
+    # -- outgoing links --------------------------------------------------------------
+
+    def _open_dealer(self, peer: int, endpoint: str, timeout: float) -> None:
+        old = self._dealers.get(peer)
+        if old is not None:
+            self._close_dealer(old)
+        socket = make_dealer(self._context, int(timeout * 1000))
+        monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        socket.connect(endpoint)
+        link = _DealerLink(peer, socket, monitor, endpoint)
+        self._dealers[peer] = link
+        self._link_of_socket[socket] = link
+        self._link_of_socket[monitor] = link
+        self._poller.register(socket, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+        hello = [Header(MessageKind.HELLO).pack(), self.cookie, _HELLO_BODY.pack(self.pid, PROTOCOL_VERSION)]
+        send_frames(socket, hello)
+        log.debug("node %d connecting to peer %d at %s", self.pid, peer, endpoint)
+
+    def _drop_dealer(self, peer: int) -> None:
+        link = self._dealers.pop(peer, None)
+        if link is not None:
+            self._close_dealer(link)
+
+    def _close_dealer(self, link: _DealerLink) -> None:
+        for sock in (link.socket, link.monitor):
+            self._link_of_socket.pop(sock, None)
+            try:
+                self._poller.unregister(sock)
+            except KeyError:
+                pass
+            sock.close(linger=0 if sock is link.monitor else None)
+        if self._dealers.get(link.peer) is link:
+            del self._dealers[link.peer]
+
+    def _read_dealer_monitor(self, link: _DealerLink) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(link.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            # Before the HELLO_ACK a disconnect is a failed attempt that ZeroMQ retries
+            # until the connect timeout; after it, the peer is gone.
+            if event["event"] == zmq.EVENT_DISCONNECTED and link.acknowledged:
+                self._lose_peer(link.peer, f"connection to {link.endpoint} closed")
+                return
+
+    def _read_router_monitor(self) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(self._router_monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            routing_id = self._routing_id_of_fd.pop(event["value"], None)
+            peer = self._peer_of_routing_id.get(routing_id) if routing_id else None
+            if peer is not None:
+                self._lose_peer(peer, "peer closed its connection")
+
+    def _lose_peer(self, peer: int, reason: str) -> None:
+        link = self._dealers.get(peer)
+        if link is not None:
+            self._close_dealer(link)
+        routing_id = self._routing_ids.pop(peer, None)
+        if routing_id is not None:
+            self._peer_of_routing_id.pop(routing_id, None)
+        had_link = link is not None or routing_id is not None
+        if self.topology.state(peer) is LinkState.CLOSED and not had_link:
+            return
+        self.topology.set_state(peer, LinkState.CLOSED, PeerLostError(peer, reason))
+        log.info("node %d lost peer %d: %s", self.pid, peer, reason)
+        self.handler.on_peer_lost(peer, reason)
+
+    def forget_peer(self, peer: int) -> None:
+        """Close any link to ``peer`` without reporting it lost (used before re-linking)."""
+        def forget() -> None:
+            self._drop_dealer(peer)
+            routing_id = self._routing_ids.pop(peer, None)
+            if routing_id is not None:
+                self._peer_of_routing_id.pop(routing_id, None)
+            self.topology.forget(peer)
+        self._call_in_io_thread(forget)
+
+
+__all__ = ["MASTER_PID", "MessageHandler", "Node"]
