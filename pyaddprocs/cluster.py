@@ -170,7 +170,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
         try:
             manager.launch(params, launched)
         except BaseException as err:  # reported after the started workers are set up
-            log.warning("launch failed in %r: %s", manager, err)
+            log.info("launch failed in %r: %s", manager, err)
             launch_errors.append(err)
 
     launcher = threading.Thread(target=run_launch, name="pyaddprocs-launch", daemon=True)
@@ -202,7 +202,7 @@ def _setup_worker(manager: ClusterManager, config: WorkerConfig, params: dict, s
         pid = join.create_worker(group, manager, config, params)
     except BaseException as err:
         failures.append(err)
-        log.warning("a worker did not start: %s", err)
+        log.info("a worker did not start: %s", err)
         _discard_failed_worker(manager, config)
         return
     if config.output is not None:

@@ -45,9 +45,16 @@ class RemoteException(Exception):
         self.traceback_text = traceback_text
 
     @classmethod
-    def capture(cls, pid: int, exc: BaseException) -> "RemoteException":
-        """Wrap ``exc``, which is being handled on process ``pid``, with its traceback."""
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    def capture(cls, pid: int, exc: BaseException, skip_frames: int = 0) -> "RemoteException":
+        """Wrap ``exc``, which is being handled on process ``pid``, with its traceback.
+
+        ``skip_frames`` drops that many outer frames (pyaddprocs' own call wrapper).
+        """
+        tb = exc.__traceback__
+        for _ in range(skip_frames):
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
         return cls(pid, exc, text)
 
     def __str__(self) -> str:

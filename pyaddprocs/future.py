@@ -115,8 +115,6 @@ class Future:
                 raise concurrent.futures.TimeoutError(f"{self!r} not ready after {timeout:g} seconds")
             if waiter.error is None and waiter.flags & ResultFlag.NOT_STORED:
                 return self._fetch_from_owner(timeout)
-            if waiter.error is None:
-                self._release_without_message()
             return self._decode(waiter)
         return self._fetch_from_owner(timeout)
 
@@ -147,11 +145,6 @@ class Future:
         if self._finalizer is not None and self._finalizer.alive:
             # The value is here now; the owner may free its copy as far as we are concerned.
             self._finalizer()
-
-    def _release_without_message(self) -> None:
-        # The owner removed us from its clients when it sent the value inline.
-        if self._finalizer is not None:
-            self._finalizer.detach()
 
     def wait(self, timeout: float | None = None) -> "Future":
         """Wait until the value is ready and return this Future; raise if the call failed."""

@@ -306,7 +306,7 @@ class ProcessGroup:
         except BaseException as err:
             if isinstance(err, RemoteException) and getattr(function, "_pyaddprocs_passthrough", False):
                 return err, True
-            return RemoteException.capture(self.myid, err), True
+            return RemoteException.capture(self.myid, err, skip_frames=1), True
 
     def _encode_result(self, peer: int, value: Any, is_error: bool) -> tuple[list, int]:
         try:
@@ -334,10 +334,9 @@ class ProcessGroup:
             return
         payload, flags = self._encode_result(peer, value, is_error)
         size = sum(memoryview(frame).nbytes for frame in payload)
-        if size < INLINE_RESULT_LIMIT:
-            # The caller caches this value, so it no longer needs the stored copy.
-            self.refs.remove_client(header.response, header.response[0])
-        else:
+        # The stored copy stays until the caller lets go of its Future: the caller may
+        # have sent the Future on, and that process's add_client may still be in flight.
+        if size >= INLINE_RESULT_LIMIT:
             payload, flags = [], flags | ResultFlag.NOT_STORED
         try:
             self.send(peer, Header(MessageKind.RESULT, flags, header.notify), payload)

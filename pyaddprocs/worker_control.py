@@ -23,10 +23,13 @@ def request_exit(code: int, reason: str) -> None:
     if exit_requested.is_set():
         return
     exit_code = code
+    exit_requested.set()
     log.info("worker exiting (%s)", reason)
     if code:
-        print(f"pyaddprocs worker exiting: {reason}", file=sys.stderr, flush=True)
-    exit_requested.set()
+        try:
+            print(f"pyaddprocs worker exiting: {reason}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # the master, which reads our output, may be gone
+            pass
 
 
 def exit_worker() -> None:

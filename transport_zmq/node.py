@@ -317,8 +317,8 @@ class Node:
                     break
                 log.exception("poll failed on node %d", self.pid)
                 continue
-            if ready.pop(self._wake_read, None):
-                self._drain_queue()
+            ready.pop(self._wake_read, None)
+            self._drain_queue()
             for sock in ready:
                 try:
                     self._handle_readable(sock)
@@ -327,12 +327,15 @@ class Node:
         log.debug("I/O thread of node %d stopped", self.pid)
 
     def _drain_queue(self) -> None:
-        self._wake_pending = False
+        # Empty the pipe first and only then clear the flag: a sender that still saw the
+        # flag set has appended its message before the flag is cleared here, so the
+        # loop below sends it. The other order loses a wake-up.
         try:
             while os.read(self._wake_read, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._wake_pending = False
         queue = self._queue
         while queue:
             item = queue.popleft()
