@@ -192,7 +192,13 @@ class ProcessGroup:
         ``callback`` is registered on the Waiter before the message leaves, so it cannot
         miss a fast answer; it runs on the I/O thread and must not block.
         """
-        payload = dumps((function, args, kwargs), destination_pid=pid)
+        try:
+            payload = dumps((function, args, kwargs), destination_pid=pid)
+        except Exception as err:
+            raise TypeError(
+                f"could not serialize the call of {getattr(function, '__qualname__', function)!s} "
+                f"for process {pid}: {type(err).__name__}: {err}"
+            ) from err
         waiter = None
         notify = NO_REF
         if kind != MessageKind.REMOTE_DO:
