@@ -231,7 +231,7 @@ def _discard_failed_worker(manager: ClusterManager, config: WorkerConfig) -> Non
 def _raise_launch_failure(errors: list[BaseException], started: list[int], attempted: int) -> None:
     first = errors[0]
     if isinstance(first, LaunchError):
-        message, output = str(first).split("\nOutput of the launch command:\n")[0], first.output
+        message, output = str(first).split(LaunchError.OUTPUT_HEADING)[0], first.output
     else:
         message, output = f"{type(first).__name__}: {first}", ""
     if len(errors) > 1:

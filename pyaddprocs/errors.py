@@ -116,10 +116,12 @@ class LaunchError(RuntimeError):
     stay usable.
     """
 
+    OUTPUT_HEADING = "\nOutput of the launch command:\n"
+
     def __init__(self, message: str, output: str = "", started_pids: list[int] | None = None) -> None:
         full = message
         if output:
-            full += "\nOutput of the launch command:\n" + output.rstrip()
+            full += self.OUTPUT_HEADING + output.rstrip()
         super().__init__(full)
         self.output = output
         self.started_pids = list(started_pids or [])

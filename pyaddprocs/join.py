@@ -27,11 +27,14 @@ from typing import Any
 
 from transport_zmq import MASTER_PID
 
-from .errors import ProcessExitedError
+from .errors import LaunchError, ProcessExitedError
 from .process_group import Member, ProcessGroup, current_caller, get_group
 from .settings import worker_timeout
 
 log = logging.getLogger(__name__)
+
+# Seconds the master tries a worker's announced address before its fallback address.
+FALLBACK_AFTER = 5.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,29 @@ def peers_for(group: ProcessGroup, pid: int, config: Any) -> tuple[list[PeerAddr
     return peers, ([] if group.lazy else [p.pid for p in peers if p.pid < pid])
 
 
+def _connect_with_fallback(group: ProcessGroup, manager: Any, config: Any, pid: int,
+                           host: str, port: int, timeout: float) -> str:
+    """Connect to the announced address, or else to the manager's fallback; return the one used."""
+    fallback = getattr(manager, "fallback_address", lambda _config: None)(config)
+    first_timeout = min(timeout, FALLBACK_AFTER) if fallback else timeout
+    try:
+        group.node.connect(pid, host, port, timeout=first_timeout)
+        return host
+    except ConnectionError as err:
+        if not fallback:
+            raise ConnectionError(f"could not connect to worker {pid} at {host}:{port}: {err}") from err
+        log.warning("worker %d announced %s:%d, which the master cannot reach (%s); trying %s, the address used for SSH",
+                    pid, host, port, err, fallback)
+    try:
+        group.node.connect(pid, fallback, port, timeout=timeout)
+    except ConnectionError as err:
+        raise ConnectionError(
+            f"could not connect to worker {pid} at its announced address {host}:{port} "
+            f"nor at the SSH address {fallback}:{port}: {err}"
+        ) from err
+    return fallback
+
+
 def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) -> int:
     """Connect a launched worker and join it to the cluster; return its pid."""
     pid = group.allocate_pid()
@@ -189,14 +215,19 @@ def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) 
     config.host = config.host or host
     config.bind_addr, config.port = host, port
     config.connect_at = (host, port)
-    try:
-        group.node.connect(pid, host, port, timeout=timeout)
-    except ConnectionError as err:
-        raise ConnectionError(f"could not connect to worker {pid} at {host}:{port}: {err}") from err
+    host = _connect_with_fallback(group, manager, config, pid, host, port, timeout)
+    config.bind_addr = host
+    config.connect_at = (host, port)
     peers, connect_now = peers_for(group, pid, config)
     request = JoinRequest(pid, group.topology, group.lazy, peers, connect_now,
                           bool(params.get("enable_threaded_blas", False)))
     reply: JoinReply = group.call_fetch(pid, join_cluster, request, timeout=timeout)
+    if tuple(reply.python_version[:2]) != tuple(sys.version_info[:2]):
+        raise LaunchError(
+            f"worker {pid} on {config.host} runs Python {'.'.join(map(str, reply.python_version))} and the "
+            f"master Python {sys.version.split()[0]}; pickled functions and values need the same minor "
+            "version on both sides, so pass exename= with a matching interpreter on that host"
+        )
     config.ospid = reply.ospid
     config.environ["cpu_threads"] = reply.cpu_threads
     config.environ["python_version"] = reply.python_version

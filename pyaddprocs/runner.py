@@ -74,11 +74,11 @@ class CallRunner:
             with self._lock:
                 self._idle += 1
 
-    def interrupt_all(self) -> int:
-        """Raise KeyboardInterrupt in every thread running a call; return how many."""
+    def interrupt_all(self, exclude: int | None = None) -> int:
+        """Raise KeyboardInterrupt in every thread running a call but ``exclude``; return how many."""
         count = 0
         for ident, busy in list(self._running.items()):
-            if busy:
+            if busy and ident != exclude:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
                 )

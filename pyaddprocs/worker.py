@@ -62,10 +62,29 @@ def choose_bind_address() -> str:
     return candidates[0] if candidates else "127.0.0.1"
 
 
+def announced_address() -> str:
+    """Return the address to announce when listening on every interface.
+
+    Under sshd it is the server address of this SSH connection (from SSH_CONNECTION):
+    the master just reached this host there. Otherwise ``choose_bind_address()``.
+    """
+    fields = os.environ.get("SSH_CONNECTION", "").split()
+    if len(fields) == 4:
+        try:
+            return str(ipaddress.ip_address(fields[2].split("%")[0]))
+        except ValueError:
+            log.debug("ignoring SSH_CONNECTION %r", fields)
+    return choose_bind_address()
+
+
 def parse_bind_to(text: str | None) -> tuple[str, int | None]:
-    """Split ``ADDR[:PORT]`` (IPv6 in brackets) into (address, port or None)."""
+    """Split ``ADDR[:PORT]`` (IPv6 in brackets) into (address, port or None).
+
+    Without ``--bind-to`` the worker listens on every interface (``*``) and announces
+    ``announced_address()``.
+    """
     if not text:
-        return choose_bind_address(), None
+        return "*", None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -168,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     group.on_master_lost = lambda reason: request_exit(1, f"lost the connection to the master: {reason}")
     group.node.start()
 
-    shown = f"[{host}]" if ":" in host else host
+    announced = announced_address() if host == "*" else host
+    shown = f"[{announced}]" if ":" in announced else announced
     sys.stdout.write(f"pyaddprocs_worker:{bound}#{shown}\n")
     sys.stdout.flush()
     # From here on, stderr (also of child processes) goes where stdout goes: to the master.

@@ -35,3 +35,10 @@ def request_exit(code: int, reason: str) -> None:
 def exit_worker() -> None:
     """Run on a worker (sent by rmprocs): end the worker process."""
     request_exit(0, "removed by the master")
+
+
+def interrupt_calls() -> None:
+    """Run on a worker (sent by interrupt): raise KeyboardInterrupt in its running calls."""
+    from .process_group import get_group
+
+    get_group().runner.interrupt_all(exclude=threading.get_ident())

@@ -1,18 +1,92 @@
-"""SSHManager: workers on other machines, started over SSH."""
+"""SSHManager: workers on other machines, started over SSH.
+
+    addprocs(["user@host:22", ("host2", 4), ("host3", "auto")], ...)
+      parse every spec (ValueError before any ssh runs)
+      per machine, in parallel:
+        count "auto": one login runs python to count the CPUs it may use
+        per worker, at most `max_parallel` logins to the host at a time:
+          ssh ... host "sh -l -c 'cd ...; export ...; exec python -m pyaddprocs.worker'"
+          write the cookie to ssh's stdin (unless cmdline_cookie=True)
+          read the announcement line; the login is done, the next one may start
+      each worker is one ssh session; its output comes back on ssh's stdout
+
+ssh runs with ``-T -a -x -o ClearAllForwardings=yes -o BatchMode=yes`` and a
+ConnectTimeout: no terminal, no agent or X11 forwarding, no forwards from ssh_config,
+and a host that asks for a password fails at once instead of waiting on a prompt.
+``ssh="paramiko"`` does the same in process with paramiko, reading ~/.ssh/config, the
+agent and the default keys.
+
+Deviations from Julia's SSHManager, on purpose: ``max_parallel`` caps the logins
+(Julia only caps tunnels); ``dir=None`` starts in the remote home directory instead of
+the master's working directory, which rarely exists on another machine; a failed
+``cd`` fails the launch instead of starting elsewhere.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import re
+import signal
+import subprocess
+import threading
 from typing import Any
 
+from ..errors import LaunchError
 from .base import ClusterManager, WorkerConfig
+from .local import BLAS_THREAD_VARIABLES, EXIT_GRACE, TERM_GRACE
+from .machines import MachineSpec, parse_machines
+from .shell_commands import SHELLS, quote_posix, remote_command
+
+log = logging.getLogger(__name__)
+
+# Seconds ssh may take to open the TCP connection to a host.
+CONNECT_TIMEOUT = 5
+
+BASE_SSH_OPTIONS = ["-T", "-a", "-x", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes",
+                    "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
+
+_CPU_PROBE = "import os; print('pyaddprocs_cpus:%d' % len(os.sched_getaffinity(0)))"
+
+
+def split_flags(value: Any, name: str) -> list[str]:
+    """Return ``value`` (a string split as a shell would, or a sequence) as a list."""
+    import shlex
+
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise TypeError(f"{name} must be a string or a sequence of strings, not {value!r}")
+
+
+def _option_value(flags: list[str], option: str) -> str | None:
+    """Return the value of ``-o Option=value`` (case-insensitive) in ssh flags, if present."""
+    wanted = option.lower()
+    for index, flag in enumerate(flags):
+        text = None
+        if flag == "-o" and index + 1 < len(flags):
+            text = flags[index + 1]
+        elif flag.startswith("-o") and len(flag) > 2:
+            text = flag[2:]
+        if text:
+            key, _, value = text.partition("=")
+            if key.strip().lower() == wanted:
+                return value.strip()
+    return None
 
 
 class SSHManager(ClusterManager):
-    """Starts workers on the machines of ``machines`` over SSH."""
+    """Starts workers on the machines of ``machines`` over SSH (see the module docstring)."""
 
     def __init__(self, machines: list[Any]) -> None:
         self.machines = list(machines)
+        self.specs: list[MachineSpec] = parse_machines(self.machines)
+        self._semaphores: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SSHManager(machines={self.machines!r})"
@@ -24,10 +98,272 @@ class SSHManager(ClusterManager):
             "shell": "posix", "cmdline_cookie": False,
         }
 
+    # -- launching ---------------------------------------------------------------------
+
     def launch(self, params: dict[str, Any], launched: "queue.Queue[WorkerConfig]") -> None:
-        """Start the workers over SSH."""
-        # TODO: SSH launch (machine specs, shells, max_parallel, tunnels) is not built yet.
-        raise NotImplementedError("SSH launch is not implemented yet; use addprocs(n) for local workers")
+        """Start the workers of every machine; raise LaunchError naming the machines that failed."""
+        self._check_params(params)
+        errors: list[tuple[MachineSpec, BaseException]] = []
+        threads = []
+        for spec in self.specs:
+            thread = threading.Thread(target=self._launch_machine, args=(spec, params, launched, errors),
+                                      name=f"pyaddprocs-ssh-{spec.ssh.host}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        if errors:
+            spec, first = errors[0]
+            text, output = _split_error(first)
+            message = f"could not start workers on {spec.spec!r}: {text}"
+            if len(errors) > 1:
+                message += f" (and {len(errors) - 1} more failures on " + ", ".join(repr(s.spec) for s, _ in errors[1:]) + ")"
+            raise LaunchError(message, output) from first
+
+    @staticmethod
+    def _check_params(params: dict[str, Any]) -> None:
+        if params["shell"] not in SHELLS:
+            raise ValueError(f"invalid shell {params['shell']!r}: expected one of {', '.join(SHELLS)}")
+        parallel = params["max_parallel"]
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ValueError(f"invalid max_parallel {parallel!r}: expected a positive int")
+        if not isinstance(params["ssh"], str) or not params["ssh"]:
+            raise TypeError(f"ssh must be the ssh executable or 'paramiko', not {params['ssh']!r}")
+        params["sshflags"] = split_flags(params["sshflags"], "sshflags")
+        if params["tunnel"] or params["multiplex"]:
+            # TODO: tunnel=True and multiplex=True (SSH port forwards to the workers) are not built yet.
+            raise ValueError("tunnel=True and multiplex=True are not supported yet; workers must be reachable directly")
+
+    def _semaphore(self, spec: MachineSpec, limit: int) -> threading.BoundedSemaphore:
+        key = f"{spec.ssh.host}:{spec.ssh.port}"
+        with self._lock:
+            if key not in self._semaphores:
+                self._semaphores[key] = threading.BoundedSemaphore(limit)
+            return self._semaphores[key]
+
+    def _launch_machine(self, spec: MachineSpec, params: dict, launched: queue.Queue, errors: list) -> None:
+        try:
+            logins = self._semaphore(spec, params["max_parallel"])
+            count = spec.count
+            if spec.auto:
+                with logins:
+                    count += self._probe_cpus(spec, params)
+            failures: list[BaseException] = []
+            threads = [
+                threading.Thread(target=self._launch_worker_guarded,
+                                 args=(spec, index, count, params, launched, logins, failures), daemon=True)
+                for index in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if failures:
+                first = failures[0]
+                if len(failures) > 1:
+                    text, output = _split_error(first)
+                    raise LaunchError(f"{len(failures)} of {count} workers failed; the first: {text}", output) from first
+                raise first
+        except BaseException as err:
+            log.info("launch on %s failed: %s", spec.spec, err)
+            errors.append((spec, err))
+
+    def _launch_worker_guarded(self, spec, index, count, params, launched, logins, failures) -> None:
+        try:
+            with logins:
+                config = self._launch_worker(spec, index, count, params)
+            launched.put(config)
+        except BaseException as err:
+            failures.append(err)
+
+    def _program(self, spec: MachineSpec, index: int, params: dict, cookie: str) -> list[str]:
+        program = [params["exename"], *params["exeflags"], "-m", "pyaddprocs.worker"]
+        if spec.bind is not None:
+            host = f"[{spec.bind.host}]" if ":" in spec.bind.host else spec.bind.host
+            bind = host if spec.bind.port is None else f"{host}:{min(spec.bind.port + index, 65535)}"
+            program += ["--bind-to", bind]
+        program.append(f"--worker={cookie}" if params["cmdline_cookie"] else "--worker")
+        return program
+
+    @staticmethod
+    def _environment(params: dict) -> dict[str, str]:
+        env = dict(params["env"])
+        timeout = os.environ.get("PYADDPROCS_WORKER_TIMEOUT")
+        if timeout and "PYADDPROCS_WORKER_TIMEOUT" not in env:
+            env["PYADDPROCS_WORKER_TIMEOUT"] = timeout
+        if not params["enable_threaded_blas"]:
+            for name in BLAS_THREAD_VARIABLES:
+                env.setdefault(name, "1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _launch_worker(self, spec: MachineSpec, index: int, count: int, params: dict) -> WorkerConfig:
+        from ..process_group import get_group
+        from ..settings import worker_timeout
+
+        cookie = get_group().cookie
+        program = self._program(spec, index, params, cookie)
+        command = remote_command(params["shell"], program, params["dir"], self._environment(params))
+        session = _open_session(params["ssh"], params["sshflags"], spec, command)
+        if not params["cmdline_cookie"]:
+            session.write_line(cookie)
+        config = WorkerConfig(
+            io=session.stdout, host=spec.destination, count=count, exename=params["exename"],
+            exeflags=list(params["exeflags"]), sshflags=list(params["sshflags"]),
+            max_parallel=params["max_parallel"], enable_threaded_blas=params["enable_threaded_blas"],
+            process=session,
+        )
+        from ..launch import OutputForwarder
+
+        config.output = OutputForwarder(session.stdout, f"{spec.ssh.host}#{index}")
+        try:
+            host, port = config.output.read_announcement(worker_timeout())
+        except LaunchError as err:
+            session.close()
+            raise _explain(err, spec, params) from None
+        config.bind_addr, config.port = host, port
+        config.environ["ssh_host"] = spec.ssh.host
+        log.info("worker %d of %d on %s announced %s:%d", index + 1, count, spec.spec, host, port)
+        return config
+
+    def _probe_cpus(self, spec: MachineSpec, params: dict) -> int:
+        command = remote_command(params["shell"], [params["exename"], "-c", _CPU_PROBE], None, {})
+        session = _open_session(params["ssh"], params["sshflags"], spec, command)
+        try:
+            output = session.read_all(timeout=CONNECT_TIMEOUT * 4)
+        finally:
+            session.close()
+        match = re.search(r"pyaddprocs_cpus:(\d+)", output)
+        if match is None:
+            raise LaunchError(f"could not count the CPUs on {spec.spec!r} for count='auto'", output)
+        return int(match.group(1))
+
+    # -- the rest of the ClusterManager interface --------------------------------------
+
+    def connect(self, pid: int, config: WorkerConfig) -> tuple[str, int]:
+        """Return the address the worker announced during launch."""
+        return config.bind_addr, int(config.port)
+
+    def fallback_address(self, config: WorkerConfig) -> str | None:
+        """Return the address used for SSH, tried when the announced one cannot be reached."""
+        host = config.environ.get("ssh_host")
+        return host if host and host != config.bind_addr else None
 
     def manage(self, pid: int, config: WorkerConfig, op: str) -> None:
-        """Nothing to do yet for SSH workers."""
+        """Interrupt running calls through the cluster connection (no extra login)."""
+        if op == "interrupt":
+            from transport_zmq import MessageKind
+
+            from ..process_group import get_group
+            from ..worker_control import interrupt_calls
+
+            try:
+                get_group().start_call(MessageKind.REMOTE_DO, pid, interrupt_calls, (), {})
+            except ConnectionError as err:
+                log.info("could not interrupt worker %d: %s", pid, err)
+
+    def kill(self, pid: int, config: WorkerConfig) -> None:
+        """Ask the worker to exit, then end its ssh session (which ends the worker too)."""
+        super().kill(pid, config)
+        session = config.process
+        if session is not None:
+            session.finish(EXIT_GRACE)
+
+
+def _split_error(error: BaseException) -> tuple[str, str]:
+    """Return an error's message without the launch output, and that output."""
+    if isinstance(error, LaunchError):
+        return str(error).split(LaunchError.OUTPUT_HEADING)[0], error.output
+    return f"{type(error).__name__}: {error}", ""
+
+
+def _explain(error: LaunchError, spec: MachineSpec, params: dict) -> LaunchError:
+    message, output = _split_error(error)
+    message = f"worker on {spec.spec!r}: {message}"
+    lowered = output.lower()
+    if params["exename"] in output and ("not found" in lowered or "no such file" in lowered):
+        message += f" (the interpreter {params['exename']!r} does not exist there; pass exename= with its path on that host)"
+    elif "no module named pyaddprocs" in lowered:
+        message += f" (pyaddprocs is not installed for {params['exename']!r} on that host)"
+    return type(error)(message, output)
+
+
+# -- ssh sessions ------------------------------------------------------------------------
+
+
+class _OpenSSHSession:
+    """A worker's ssh client process; stdout carries stderr too."""
+
+    def __init__(self, argv: list[str]) -> None:
+        log.debug("running %s", " ".join(quote_posix(a) for a in argv[:-1]))
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.stdout = self.process.stdout
+        self.pid = self.process.pid
+
+    def write_line(self, text: str) -> None:
+        try:
+            self.process.stdin.write(text.encode() + b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            log.debug("ssh (os pid %d) exited before reading the cookie", self.process.pid)
+
+    def read_all(self, timeout: float) -> str:
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            output = b""
+        return (output or b"").decode("utf-8", errors="replace")
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.close()
+
+    def finish(self, grace: float) -> None:
+        """Wait ``grace`` seconds for ssh to end by itself, then terminate it."""
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log.warning("ssh session (os pid %d) still open after %g s; terminating it", self.process.pid, grace)
+            self.close()
+        self._close_stdin()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=TERM_GRACE)
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+
+def _open_session(ssh: str, sshflags: list[str], spec: MachineSpec, command: str):
+    if ssh == "paramiko":
+        from .paramiko_session import ParamikoSession
+
+        return ParamikoSession(sshflags, spec, command, CONNECT_TIMEOUT)
+    argv = [ssh, *BASE_SSH_OPTIONS, *sshflags]
+    if spec.ssh.port is not None:
+        argv += ["-p", str(spec.ssh.port)]
+    argv += [spec.destination, command]
+    try:
+        return _OpenSSHSession(argv)
+    except OSError as err:
+        raise LaunchError(f"could not run the ssh client {ssh!r}: {err}") from err
+
+
+__all__ = ["SSHManager", "split_flags"]
