@@ -220,25 +220,32 @@ class Future:
         return False
 
     def add_done_callback(self, function: Callable[["Future"], Any]) -> None:
-        """Call ``function(self)`` on a pool thread once the value is ready."""
+        """Call ``function(self)`` once the value is ready.
+
+        As with ``concurrent.futures``, a Future that is already done calls it at once
+        in this thread; otherwise it runs later on a pool thread.
+        """
         group = get_group()
-        called = threading.Event()
+        waiter = self._waiter
+        if self._value is not _UNSET or (waiter is not None and waiter.done()):
+            _call_callback(function, self)
+            return
+        if waiter is None:
+            group.runner.submit(_callback_after_wait, self, function)
+            return
+        lock = threading.Lock()
+        called = []
 
         def run_once(_waiter: Any = None) -> None:
-            if not called.is_set():
-                called.set()
-                group.runner.submit(_call_callback, function, self)
+            with lock:
+                if called:
+                    return
+                called.append(True)
+            group.runner.submit(_call_callback, function, self)
 
-        waiter = self._waiter
-        if waiter is not None:
-            waiter.callbacks.append(run_once)
-            if waiter.done():
-                run_once()
-            return
-        if self._value is not _UNSET:
+        waiter.callbacks.append(run_once)
+        if waiter.done():  # delivered while the callback was being added
             run_once()
-            return
-        group.runner.submit(_callback_after_wait, self, function)
 
     def __await__(self):
         """Await the value in asyncio; the wait runs on the loop's default executor."""

@@ -6,7 +6,8 @@ and a counter on that pid. Its value lives on one owner process (``where``) in a
 When the last client lets go the value is deleted (distributed reference counting,
 as in Julia's Distributed):
 
-- the creator is the first client;
+- the creator is a client from the start, even when another process makes the value
+  exist first (an unset ``Future(pid)`` is created on its owner on first use);
 - a process that sends an unfetched reference to pid P tells the owner to add P,
   before it can drop its own reference (both messages travel on the same connection,
   so the owner sees them in order);
@@ -155,11 +156,17 @@ class RefStore:
         self._lock = threading.Lock()
 
     def lookup(self, ref: RefId, create: bool = True, client: int | None = None) -> RemoteValue | None:
-        """Return the value for ``ref``, creating an empty one (with ``client``) if asked."""
+        """Return the value for ``ref``, creating an empty one if asked.
+
+        A new value starts with its creator (``ref[0]``) and ``client`` as clients: the
+        creator holds a reference from the moment it made the RefId, even when another
+        process touches the value first.
+        """
         with self._lock:
             value = self._values.get(ref)
             if value is None and create:
                 value = self._values[ref] = RemoteValue(ref)
+                value.clients.add(ref[0])
                 if client is not None:
                     value.clients.add(client)
             return value
@@ -175,6 +182,7 @@ class RefStore:
             value = self._values.get(ref)
             if value is None:
                 value = self._values[ref] = RemoteValue(ref)
+                value.clients.add(ref[0])
             value.clients.add(pid)
 
     def remove_client(self, ref: RefId, pid: int) -> None:
