@@ -141,3 +141,33 @@ class SSHServer:
         host = f"[{self.address}]" if ":" in self.address else self.address
         text = f"{user}@{host}:{self.port}"
         return f"{text} {bind}" if bind else text
+
+
+class LoginAccount:
+    """A login account made for one test module and removed afterwards.
+
+    ``root_alias=True`` makes a second name for uid 0 (``useradd -o -u 0``) with its own
+    login shell and home directory, so the account can run the Python under /root,
+    which other users cannot read.
+    """
+
+    def __init__(self, name: str, shell: str = "/bin/bash", root_alias: bool = True) -> None:
+        self.name = name
+        self.shell = shell
+        self.home = Path(tempfile.mkdtemp(prefix=f"pyaddprocs-home-{name}-"))
+        os.chmod(self.home, 0o755)
+        command = ["useradd", "-M", "-d", str(self.home), "-s", shell]
+        if root_alias:
+            command += ["-o", "-u", "0", "-g", "0"]
+        subprocess.run([*command, name], check=True, capture_output=True)
+        # useradd leaves the account locked, which sshd refuses without PAM.
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+
+    def set_password(self, password: str) -> None:
+        """Give the account a password (for a password-only login)."""
+        subprocess.run(["chpasswd"], input=f"{self.name}:{password}\n", text=True, check=True)
+
+    def remove(self) -> None:
+        """Delete the account and its home directory."""
+        subprocess.run(["userdel", "-f", self.name], capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)

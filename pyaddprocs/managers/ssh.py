@@ -31,6 +31,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 from ..errors import LaunchError
@@ -46,6 +47,11 @@ CONNECT_TIMEOUT = 5
 
 BASE_SSH_OPTIONS = ["-T", "-a", "-x", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes",
                     "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
+
+# A login that sshd dropped before the key exchange (MaxStartups) is tried again this
+# many times, after LOGIN_RETRY_DELAY seconds, doubling each time.
+LOGIN_RETRIES = 4
+LOGIN_RETRY_DELAY = 0.25
 
 _CPU_PROBE = "import os; print('pyaddprocs_cpus:%d' % len(os.sched_getaffinity(0)))"
 
@@ -198,6 +204,21 @@ class SSHManager(ClusterManager):
         return env
 
     def _launch_worker(self, spec: MachineSpec, index: int, count: int, params: dict) -> WorkerConfig:
+        # sshd drops connections beyond its MaxStartups before the key exchange; such a
+        # login is retried after a short pause instead of failing the worker.
+        for attempt in range(LOGIN_RETRIES + 1):
+            try:
+                return self._launch_worker_once(spec, index, count, params)
+            except LaunchError as err:
+                if attempt == LOGIN_RETRIES or not _dropped_before_login(err.output):
+                    raise
+                delay = LOGIN_RETRY_DELAY * 2 ** attempt
+                log.warning("sshd on %s dropped a login before key exchange (%s); retrying in %.1f s",
+                            spec.spec, err.output.strip().splitlines()[-1], delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _launch_worker_once(self, spec: MachineSpec, index: int, count: int, params: dict) -> WorkerConfig:
         from ..process_group import get_group
         from ..settings import worker_timeout
 
@@ -268,6 +289,11 @@ class SSHManager(ClusterManager):
         session = config.process
         if session is not None:
             session.finish(EXIT_GRACE)
+
+
+def _dropped_before_login(output: str) -> bool:
+    """Return True when ssh's output shows sshd closed the connection before the key exchange."""
+    return "kex_exchange_identification" in output
 
 
 def _split_error(error: BaseException) -> tuple[str, str]:
