@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.support import descendant_pids, wait_until_exited
 
 SSHD = "/usr/sbin/sshd"
 
@@ -41,6 +44,20 @@ def require_ssh() -> None:
     pytest.skip(reason)
 
 
+def end_processes(ospids: list[int], grace: float = 3.0) -> None:
+    """Send SIGTERM to processes the tests started, then SIGKILL to those still running."""
+    for ospid in ospids:
+        try:
+            os.kill(ospid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for ospid in wait_until_exited(ospids, timeout=grace):
+        try:
+            os.kill(ospid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -52,14 +69,19 @@ class SSHServer:
     """One sshd with its own keys and configuration in a temporary directory."""
 
     def __init__(self, address: str = "127.0.0.1", port: int | None = None, extra_config: str = "",
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, hostname: str | None = None,
+                 extra_addresses: list[str] | None = None, client_key: Path | None = None) -> None:
         self.address = address
+        self.hostname = hostname
+        self.extra_addresses = list(extra_addresses or [])
         self.port = port or free_port(address) if netns is None else (port or 22)
         self.netns = netns
         self.directory = Path(tempfile.mkdtemp(prefix="pyaddprocs-sshd-"))
         os.chmod(self.directory, 0o755)
         self.host_key = self.directory / "host_ed25519"
-        self.client_key = self.directory / "client_ed25519"
+        # A shared client key lets one set of ssh flags log in to several servers.
+        self.own_client_key = client_key is None
+        self.client_key = client_key or self.directory / "client_ed25519"
         self.keys_dir = self.directory / "authorized"
         self.keys_dir.mkdir()
         os.chmod(self.keys_dir, 0o755)
@@ -82,13 +104,13 @@ class SSHServer:
 
     def start(self) -> "SSHServer":
         """Generate keys, write the configuration and start sshd; wait until it accepts."""
-        for key in (self.host_key, self.client_key):
+        for key in (self.host_key, self.client_key) if self.own_client_key else (self.host_key,):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         self.authorize("root")
         config = self.directory / "sshd_config"
         config.write_text(
             f"Port {self.port}\n"
-            f"ListenAddress {self.address}\n"
+            + "".join(f"ListenAddress {a}\n" for a in [self.address, *self.extra_addresses]) +
             f"HostKey {self.host_key}\n"
             f"PidFile {self.directory / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.keys_dir}/%u\n"
@@ -99,6 +121,9 @@ class SSHServer:
         )
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         command = [SSHD, "-D", "-e", "-f", str(config)]
+        if self.hostname:
+            # A UTS namespace of its own, so the host reports its own hostname.
+            command = ["unshare", "--uts", "sh", "-c", f'hostname "$0" && exec "$@"', self.hostname, *command]
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -126,14 +151,17 @@ class SSHServer:
         raise RuntimeError(f"sshd did not listen on {self.address}:{self.port} within {timeout} s")
 
     def stop(self) -> None:
-        """Stop sshd and delete its files."""
+        """Stop sshd and the sessions it started, and delete its files."""
         if self.process is not None and self.process.poll() is None:
+            # Session processes outlive the listener, so note them before it goes.
+            sessions = descendant_pids(self.process.pid)
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+            end_processes(sessions)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def spec(self, user: str = "root", bind: str | None = "127.0.0.1") -> str:

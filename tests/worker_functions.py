@@ -1,0 +1,133 @@
+"""Functions that tests run on workers.
+
+They live in an importable module, so cloudpickle sends them by reference and each
+worker imports this module by name. The test session puts the repository root on
+PYTHONPATH so that workers can find it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+def describe_call(*args, **kwargs):
+    """Return the positional and keyword arguments the call received."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def power(base, exponent=2, *, modulus=None):
+    return pow(base, exponent, modulus)
+
+
+def identity(value):
+    return value
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+class TwoArgumentError(Exception):
+    """An exception that pickles but cannot be unpickled.
+
+    ``Exception.__reduce__`` stores only ``args``, which here has one item, so
+    unpickling calls ``TwoArgumentError(message)`` and fails with a TypeError.
+    """
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def raise_two_argument_error(message, code):
+    raise TwoArgumentError(message, code)
+
+
+def make_lock():
+    """Return a ``threading.Lock``, which pickle rejects."""
+    return threading.Lock()
+
+
+def put_labelled(channel, value, *, label):
+    channel.put((label, value))
+
+
+def produce_numbers(channel, count: int) -> int:
+    """Put 0 .. count-1 into the channel and return how many were put."""
+    for number in range(count):
+        channel.put(number, timeout=30)
+    return count
+
+
+def consume_numbers(channel, count: int) -> list[int]:
+    """Take ``count`` items from the channel and return them in the order taken."""
+    return [channel.take(timeout=30) for _ in range(count)]
+
+
+def take_one(channel):
+    return channel.take(timeout=60)
+
+
+def collect_until_closed(channel) -> list:
+    """Iterate over the channel until it is closed and return the items in order."""
+    return list(channel)
+
+
+def put_all_then_close(channel, items: list) -> None:
+    for item in items:
+        channel.put(item, timeout=30)
+    channel.close()
+
+
+def put_into_future(future, value) -> None:
+    future.put(value)
+
+
+def sleep_then_return(seconds: float, value):
+    time.sleep(seconds)
+    return value
+
+
+def announce_then_sleep(channel, seconds: float) -> None:
+    """Put the worker's pid into the channel, so the caller knows the call is running, then sleep."""
+    from pyaddprocs import myid
+
+    channel.put(myid())
+    time.sleep(seconds)
+
+
+def make_bytes(size: int) -> bytes:
+    return bytes(size)
+
+
+def owned_ref_ids() -> list:
+    """Return the ids of the remote values that this process owns.
+
+    NOTE: reads pyaddprocs internals (``ProcessGroup.refs``), because the public API has
+    no way to observe distributed reference counting.
+    """
+    from pyaddprocs.process_group import get_group
+
+    return sorted(get_group().refs.refs())
+
+
+# References that a test asked this worker to keep, by name.
+_kept_references: dict = {}
+
+
+def keep_reference(name: str, reference) -> None:
+    _kept_references[name] = reference
+
+
+def fetch_kept_reference(name: str):
+    from pyaddprocs import fetch
+
+    return fetch(_kept_references[name])
+
+
+def drop_kept_reference(name: str) -> None:
+    import gc
+
+    del _kept_references[name]
+    gc.collect()
