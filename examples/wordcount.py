@@ -36,7 +36,8 @@ Usage::
     python examples/wordcount.py                 # stdlib, one worker per CPU
     python examples/wordcount.py --workers 2 /usr/share/doc
     python examples/wordcount.py --serial
-    python examples/wordcount.py --machines root@127.0.0.1:2222 --workers 2
+    python examples/wordcount.py --machines root@127.0.0.1:2222 --workers 2 \\
+        --sshflags "-i ~/.ssh/id_ed25519 -o StrictHostKeyChecking=no"
 """
 
 from __future__ import annotations
@@ -266,6 +267,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
              "The directory must exist at the same path there.",
     )
     parser.add_argument(
+        "--sshflags", default="", metavar="FLAGS",
+        help="extra ssh options for --machines, as one string, e.g. \"-i KEY -o StrictHostKeyChecking=no\"",
+    )
+    parser.add_argument(
         "--serial", action="store_true",
         help="count in this process without starting workers",
     )
@@ -285,7 +290,7 @@ def start_workers(args: argparse.Namespace) -> list[int]:
 
     if args.machines:
         per_machine = args.workers or 1
-        return addprocs([(spec, per_machine) for spec in args.machines])
+        return addprocs([(spec, per_machine) for spec in args.machines], sshflags=args.sshflags)
     return addprocs(args.workers or os.cpu_count() or 1)
 
 
@@ -307,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         print_timing(total, elapsed, "in one process")
         return 0
 
-    from pyaddprocs import rmprocs
+    from pyaddprocs import LaunchError, rmprocs
 
     launch_started = time.perf_counter()
-    pids = start_workers(args)
+    try:
+        pids = start_workers(args)
+    except LaunchError as err:
+        print(f"wordcount: could not start the workers: {err}", file=sys.stderr)
+        return 1
     launch_seconds = time.perf_counter() - launch_started
     try:
         batches = split_into_batches(files, BATCHES_PER_WORKER * len(pids))

@@ -155,3 +155,20 @@ def test_pipeline_matches_single_process_digest(text_tree, scratch_dir):
     assert report_lines(parallel) == expected
     assert report_lines(serial) == expected
     assert any(line.startswith("time:") and "MB/s" in line for line in parallel)
+
+
+def test_wordcount_over_ssh_matches(text_tree, scratch_dir):
+    from tests.sshd import SSHServer, require_ssh
+
+    require_ssh()
+    server = SSHServer().start()
+    try:
+        flags = " ".join(server.client_flags)
+        machine = f"root@127.0.0.1:{server.port}"
+        over_ssh = run_example("wordcount.py", ["--machines", machine, "--workers", "2", "--sshflags", flags,
+                                                str(text_tree)], cwd=scratch_dir)
+    finally:
+        server.stop()
+
+    assert report_lines(over_ssh) == expected_wordcount_report(text_tree)
+    assert any("starting 2 workers" in line for line in over_ssh)
