@@ -97,7 +97,7 @@ def _rebuild_remote_exception(pid, exc_bytes, type_name, message, traceback_text
 
 
 class ProcessExitedError(ConnectionError):
-    """The process that owed an answer has exited or was removed."""
+    """The process that owed a reply has exited or was removed."""
 
     def __init__(self, pid: int, reason: str = "") -> None:
         message = f"process {pid} has exited" + (f": {reason}" if reason else "")

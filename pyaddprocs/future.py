@@ -175,7 +175,7 @@ class Future:
         return self
 
     def isready(self) -> bool:
-        """Return True when the value is ready (asks the owner when nothing is cached here)."""
+        """Return True when the value is ready, asking the owner when nothing is cached here."""
         if self._value is not _UNSET:
             return True
         group = get_group()
@@ -332,7 +332,7 @@ fetch_ref._pyaddprocs_passthrough = True  # a stored RemoteException goes back u
 
 
 def wait_ref(ref: tuple, timeout: float | None = None) -> bool:
-    """Run on the owner: wait for ``ref``; return True when it holds an error."""
+    """Run on the owner: wait for ``ref`` and return True when its value is an error."""
     stored = get_group().refs.lookup(tuple(ref), create=True, client=current_caller())
     if not stored.wait(timeout):
         raise TimeoutError(f"value {tuple(ref)} not ready after {timeout:g} seconds")

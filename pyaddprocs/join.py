@@ -5,7 +5,7 @@ Master, for each launched worker (``create_worker``):
   2. ``manager.connect`` returns the worker's address (usually from its announcement);
   3. connect the node to it, which proves the cookie (HELLO);
   4. call ``join_cluster`` on it with a ``JoinRequest``: its pid, the topology and the
-     peers it may link to; the worker answers with a ``JoinReply``.
+     peers it may link to; the worker replies with a ``JoinReply``.
 After all workers of an ``addprocs`` call joined, the master sends every worker the
 full member list (``set_members``), which is how lower pids learn of higher ones.
 
@@ -39,7 +39,7 @@ FALLBACK_AFTER = 5.0
 
 @dataclass(frozen=True)
 class PeerAddress:
-    """Where a process listens, as the master learned it from its announcement."""
+    """The address a process listens on, as announced to the master."""
 
     pid: int
     host: str
@@ -54,7 +54,7 @@ class JoinRequest:
     topology: str
     lazy: bool
     peers: list[PeerAddress]
-    connect_now: list[int] = field(default_factory=list)   # peers to link to before answering
+    connect_now: list[int] = field(default_factory=list)   # peers to link to before replying
     enable_threaded_blas: bool = False
 
 
@@ -132,7 +132,7 @@ def connect_to(pid: int) -> None:
 
 
 def connect_lazily(pid: int) -> None:
-    """The worker's lazy connector: open the link to ``pid`` on first use."""
+    """Open the link from this worker to ``pid`` on first use (the worker's lazy connector)."""
     group = get_group()
     if pid in group.removed:
         raise ProcessExitedError(pid, group.removed[pid])
@@ -162,7 +162,7 @@ def relay_connect(higher: int, lower: int) -> None:
 
 
 def master_connector(pid: int) -> None:
-    """The master's lazy connector: the master links to workers only while adding them."""
+    """Reject a lazy link on the master, which links to workers only while adding them."""
     group = get_group()
     if pid in group.removed:
         raise ProcessExitedError(pid, group.removed[pid])

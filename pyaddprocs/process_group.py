@@ -64,7 +64,7 @@ def new_cookie() -> str:
 
 @dataclass
 class Member:
-    """What this process knows about another process of the cluster."""
+    """This process's record of another process of the cluster."""
 
     pid: int
     host: str = ""
@@ -79,7 +79,7 @@ class Member:
 
 
 class Waiter:
-    """A pending answer from one peer, completed once by the I/O thread."""
+    """A pending reply from one peer, completed once by the I/O thread."""
 
     __slots__ = ("pid", "flags", "frames", "error", "_lock", "_done", "callbacks")
 
@@ -112,7 +112,7 @@ class Waiter:
             return True
         acquired = self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
         if acquired:
-            self._lock.release()  # let other threads waiting on the same answer through
+            self._lock.release()  # let other threads waiting on the same reply through
         return acquired
 
     def done(self) -> bool:
@@ -120,7 +120,7 @@ class Waiter:
         return self._done
 
     def outcome(self) -> tuple[Any, bool]:
-        """Unpickle the delivered answer; return (value, is_error)."""
+        """Unpickle the delivered reply and return (value, is_error)."""
         if self.error is not None:
             return self.error, True
         value = loads(self.frames)
@@ -221,7 +221,7 @@ class ProcessGroup:
         waiter = self.start_call(MessageKind.CALL_FETCH, pid, function, args, kwargs)
         if not waiter.wait(timeout):
             self.forget_waiter(waiter)
-            raise TimeoutError(f"no answer from process {pid} within {timeout:g} seconds")
+            raise TimeoutError(f"no reply from process {pid} within {timeout:g} seconds")
         value, is_error = waiter.outcome()
         if is_error:
             raise value

@@ -83,7 +83,7 @@ class Channel:
             return bool(self._items)
 
     def empty(self) -> bool:
-        """Return True when the channel holds no item."""
+        """Return True when the channel is empty."""
         return not self.isready()
 
     def qsize(self) -> int:

@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     group.node.start()
 
     announced = announced_address() if host == "*" else host
-    shown = f"[{announced}]" if ":" in announced else announced
-    sys.stdout.write(f"pyaddprocs_worker:{bound}#{shown}\n")
+    announced_text = f"[{announced}]" if ":" in announced else announced
+    sys.stdout.write(f"pyaddprocs_worker:{bound}#{announced_text}\n")
     sys.stdout.flush()
     # From here on, stderr (also of child processes) goes where stdout goes: to the master.
     os.dup2(1, 2)
