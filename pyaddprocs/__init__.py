@@ -8,7 +8,7 @@
 """
 
 from .cluster import (
-    addprocs, cluster_cookie, interrupt, myid, myrole, nprocs, nworkers, procs, rmprocs, workers,
+    addprocs, cluster_cookie, connected_peers, interrupt, myid, myrole, nprocs, nworkers, procs, rmprocs, workers,
 )
 from .errors import (
     ChannelClosedError, LaunchError, PeerNotConnectedError, ProcessExitedError, RemoteException,
@@ -28,7 +28,7 @@ __all__ = [
     "CachingPool", "Channel", "ChannelClosedError", "ClusterManager", "Future", "LaunchError",
     "LocalManager", "PeerNotConnectedError", "ProcessExitedError", "RemoteChannel",
     "RemoteException", "SSHManager", "WorkerConfig", "WorkerPool", "WorkerTimeoutError",
-    "addprocs", "cluster_cookie", "default_worker_pool", "distributed_reduce", "everywhere",
+    "addprocs", "cluster_cookie", "connected_peers", "default_worker_pool", "distributed_reduce", "everywhere",
     "fetch", "interrupt", "myid", "myrole", "nprocs", "nworkers", "pmap", "procs",
     "remote_do", "remotecall", "remotecall_fetch", "remotecall_wait", "rmprocs", "spawnat",
     "worker_timeout", "workers",

@@ -190,6 +190,11 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
     for setup in setups:
         setup.join()
     _broadcast_members()
+    if started:
+        try:
+            join.link_new_workers(group, sorted(started))
+        except ConnectionError as err:
+            failures.append(err)
     errors = launch_errors + failures
     if errors:
         _raise_launch_failure(errors, sorted(started), len(setups))
@@ -410,6 +415,25 @@ def myrole() -> Literal["master", "worker"]:
     return "master" if group is None else group.role
 
 
+def connected_peers(pid: int | None = None) -> list[int]:
+    """Return the pids that process ``pid`` (default: this one) has an open link to now.
+
+    A worker always has its link to pid 1; other links follow the topology (with
+    ``lazy=True`` they appear on first use). Summed over 8 fresh lazy workers that is 8
+    links, and each pair of workers that has talked adds 2.
+    """
+    if pid is None or pid == myid():
+        group = existing_group()
+        return [] if group is None else group.node.connected_peers()
+    from .remote import remotecall_fetch
+
+    return remotecall_fetch(_connected_peers_here, pid)
+
+
+def _connected_peers_here() -> list[int]:
+    return get_group().node.connected_peers()
+
+
 def cluster_cookie(cookie: str | None = None) -> str:
     """Return the cluster cookie; with ``cookie``, set it first (only before any worker exists)."""
     group = get_group()
@@ -455,6 +479,6 @@ def _remove_all_at_exit() -> None:
 atexit.register(_remove_all_at_exit)
 
 __all__ = [
-    "addprocs", "cluster_cookie", "interrupt", "myid", "myrole", "nprocs", "nworkers",
+    "addprocs", "cluster_cookie", "connected_peers", "interrupt", "myid", "myrole", "nprocs", "nworkers",
     "procs", "rmprocs", "worker_timeout", "workers",
 ]

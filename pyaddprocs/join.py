@@ -7,12 +7,14 @@ Master, for each launched worker (``create_worker``):
   4. call ``join_cluster`` on it with a ``JoinRequest``: its pid, the topology and the
      peers it may link to; the worker replies with a ``JoinReply``.
 After all workers of an ``addprocs`` call joined, the master sends every worker the
-full member list (``set_members``), which is how lower pids learn of higher ones.
+full member list (``set_members``), which is how lower pids learn of higher ones, and
+opens the links the topology wants at once (``link_new_workers``: every pair with
+``lazy=False``, the listed pairs with ``custom``).
 
-Links between workers (``all_to_all``) follow one rule: the higher pid connects to the
-lower one. With ``lazy=True`` that happens on first use (``connect_lazily``): a higher
-pid connects directly; a lower pid asks the master (``relay_connect``) to have the
-higher pid connect to it, and waits until it has.
+Links between workers follow one rule: the higher pid connects to the lower one. With
+``lazy=True`` that happens on first use (``connect_lazily``): a higher pid connects
+directly; a lower pid asks the master (``relay_connect``) to have the higher pid
+connect to it, and waits until it has.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from transport_zmq import MASTER_PID
+from transport_zmq import MASTER_PID, LinkState, format_endpoint
 
 from .errors import LaunchError, ProcessExitedError
 from .process_group import Member, ProcessGroup, current_caller, get_group
-from .settings import worker_timeout
+from .settings import connect_timeout, worker_timeout
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ class JoinRequest:
     topology: str
     lazy: bool
     peers: list[PeerAddress]
-    connect_now: list[int] = field(default_factory=list)   # peers to link to before replying
     enable_threaded_blas: bool = False
 
 
@@ -93,17 +94,9 @@ def join_cluster(request: JoinRequest) -> JoinReply:
     with group.lock:
         for peer in request.peers:
             group.members[peer.pid] = Member(peer.pid, peer.host, peer.port)
-    if request.connect_now:
-        _connect_all(group, request.connect_now)
     group.joined.set()
     log.info("joined the cluster as pid %d (topology %s, lazy=%s)", request.pid, request.topology, request.lazy)
     return JoinReply(os.getpid(), usable_cpu_count(), tuple(sys.version_info[:3]), socket.gethostname())
-
-
-def _connect_all(group: ProcessGroup, pids: list[int]) -> None:
-    with ThreadPoolExecutor(max_workers=min(16, len(pids))) as pool:
-        for future in [pool.submit(connect_to, pid) for pid in pids]:
-            future.result()
 
 
 def set_members(peers: list[PeerAddress]) -> None:
@@ -120,19 +113,46 @@ def member_removed(pid: int, reason: str) -> None:
     get_group().mark_removed(pid, reason)
 
 
-def connect_to(pid: int) -> None:
-    """Run on a worker: make sure this process has a link to ``pid`` (we are the higher pid)."""
+def connect_to(pid: int, host: str | None = None, port: int | None = None) -> None:
+    """Run on a worker: make sure it has a link to worker ``pid``, opening one if needed.
+
+    ``host`` and ``port`` default to the address this worker learned from the master.
+    Raises ConnectionError naming both pids and the address when ``pid`` cannot be
+    reached within ``connect_timeout()`` seconds.
+    """
     group = get_group()
-    member = group.members.get(pid)
-    if member is None:
-        raise ValueError(f"process {pid} is not known to process {group.myid}")
-    group.node.ensure_link(
-        pid, lambda: group.node.connect(pid, member.host, member.port, timeout=worker_timeout()),
-    )
+    if pid in group.removed:
+        raise ProcessExitedError(pid, group.removed[pid])
+    if host is None or port is None:
+        member = group.members.get(pid)
+        if member is None:
+            raise ValueError(f"no process with id {pid} is known to process {group.myid}")
+        host, port = member.host, member.port
+    table = group.node.topology
+    if group.topology == "custom" and table.state(pid) is LinkState.FORBIDDEN:
+        table.set_state(pid, LinkState.LAZY)  # the master asked for this custom link
+    group.node.ensure_link(pid, lambda: _open_link(group, pid, host, port))
+
+
+def _open_link(group: ProcessGroup, pid: int, host: str, port: int) -> None:
+    timeout = connect_timeout()
+    try:
+        group.node.connect(pid, host, port, timeout=timeout)
+    except ConnectionError as err:
+        raise ConnectionError(
+            f"process {group.myid} could not connect to peer {pid} at {format_endpoint(host, port)} "
+            f"within {timeout:g} seconds; check that the two hosts can reach each other "
+            "(or use topology='master_worker')"
+        ) from err
+    log.info("process %d linked to peer %d at %s:%d", group.myid, pid, host, port)
 
 
 def connect_lazily(pid: int) -> None:
-    """Open the link from this worker to ``pid`` on first use (the worker's lazy connector)."""
+    """Open the link from this worker to ``pid`` on first use (the worker's lazy connector).
+
+    The higher pid always opens the link, so a pair never gets two: a lower pid asks the
+    master to have the higher one connect to it.
+    """
     group = get_group()
     if pid in group.removed:
         raise ProcessExitedError(pid, group.removed[pid])
@@ -140,14 +160,9 @@ def connect_lazily(pid: int) -> None:
     if member is None:
         raise ValueError(f"no process with id {pid} is known to process {group.myid}")
     if group.myid > pid:
-        try:
-            group.node.connect(pid, member.host, member.port, timeout=worker_timeout())
-        except ConnectionError as err:
-            raise ConnectionError(
-                f"process {group.myid} could not connect to peer {pid} at {member.host}:{member.port}: {err}"
-            ) from err
+        _open_link(group, pid, member.host, member.port)
     else:
-        group.call_fetch(MASTER_PID, relay_connect, pid, group.myid, timeout=worker_timeout())
+        group.call_fetch(MASTER_PID, relay_connect, pid, group.myid, timeout=connect_timeout() + worker_timeout())
 
 
 # -- master side -----------------------------------------------------------------------
@@ -156,9 +171,13 @@ def connect_lazily(pid: int) -> None:
 def relay_connect(higher: int, lower: int) -> None:
     """Run on the master: have worker ``higher`` connect to worker ``lower``."""
     group = get_group()
-    if higher in group.removed:
-        raise ProcessExitedError(higher, group.removed[higher])
-    group.call_fetch(higher, connect_to, lower, timeout=worker_timeout())
+    for pid in (higher, lower):
+        if pid in group.removed:
+            raise ProcessExitedError(pid, group.removed[pid])
+    member = group.members.get(lower)
+    if member is None:
+        raise ValueError(f"no process with id {lower} exists")
+    group.call_fetch(higher, connect_to, lower, member.host, member.port, timeout=connect_timeout() + 5.0)
 
 
 def master_connector(pid: int) -> None:
@@ -169,19 +188,11 @@ def master_connector(pid: int) -> None:
     raise ValueError(f"no process with id {pid} exists")
 
 
-def peers_for(group: ProcessGroup, pid: int, config: Any) -> tuple[list[PeerAddress], list[int]]:
-    """Return the peers a new worker may link to, and those it must link to at once."""
+def peers_for(group: ProcessGroup) -> list[PeerAddress]:
+    """Return the workers a new worker learns about when it joins."""
     with group.lock:
         existing = [m for m in group.members.values() if m.state == "connected"]
-    if group.topology == "master_worker":
-        return [], []
-    if group.topology == "custom":
-        wanted = set(getattr(config, "connect_idents", None) or [])
-        chosen = [m for m in existing if getattr(m.config, "ident", None) in wanted]
-        peers = [PeerAddress(m.pid, m.host, m.port) for m in chosen]
-        return peers, [p.pid for p in peers]
-    peers = [PeerAddress(m.pid, m.host, m.port) for m in existing]
-    return peers, ([] if group.lazy else [p.pid for p in peers if p.pid < pid])
+    return [PeerAddress(m.pid, m.host, m.port) for m in existing]
 
 
 def _connect_with_fallback(group: ProcessGroup, manager: Any, config: Any, pid: int,
@@ -218,8 +229,7 @@ def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) 
     host = _connect_with_fallback(group, manager, config, pid, host, port, timeout)
     config.bind_addr = host
     config.connect_at = (host, port)
-    peers, connect_now = peers_for(group, pid, config)
-    request = JoinRequest(pid, group.topology, group.lazy, peers, connect_now,
+    request = JoinRequest(pid, group.topology, group.lazy, peers_for(group),
                           bool(params.get("enable_threaded_blas", False)))
     reply: JoinReply = group.call_fetch(pid, join_cluster, request, timeout=timeout)
     if tuple(reply.python_version[:2]) != tuple(sys.version_info[:2]):
@@ -237,3 +247,52 @@ def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) 
                                     ospid=reply.ospid, cpu_threads=reply.cpu_threads)
     log.info("worker %d joined from %s:%d (os pid %d)", pid, host, port, reply.ospid)
     return pid
+
+
+def _custom_link_wanted(a: Member, b: Member) -> bool:
+    """Return True when either worker's ``connect_idents`` lists the other's ``ident``."""
+    ident_a, ident_b = getattr(a.config, "ident", None), getattr(b.config, "ident", None)
+    wants_a = getattr(a.config, "connect_idents", None) or []
+    wants_b = getattr(b.config, "connect_idents", None) or []
+    return (ident_b is not None and ident_b in wants_a) or (ident_a is not None and ident_a in wants_b)
+
+
+def link_new_workers(group: ProcessGroup, new_pids: list[int]) -> None:
+    """Run on the master at the end of an addprocs: open the links the topology wants now.
+
+    With ``all_to_all`` and ``lazy=False`` every pair that includes a new worker gets a
+    link; with ``custom`` exactly the pairs that ``ident`` and ``connect_idents`` name.
+    This waits until all new workers have joined, because a worker may need a link to
+    one that joined after it. The higher pid of each pair opens the link. Raises
+    ConnectionError naming the pairs that could not be linked.
+    """
+    if group.topology == "custom":
+        wanted = _custom_link_wanted
+    elif group.topology == "all_to_all" and not group.lazy:
+        wanted = lambda a, b: True  # noqa: E731
+    else:
+        return
+    with group.lock:
+        members = {pid: m for pid, m in group.members.items() if m.state == "connected"}
+    pairs = set()
+    for new in new_pids:
+        for other in members:
+            if other != new and new in members and wanted(members[new], members[other]):
+                pairs.add((max(new, other), min(new, other)))
+    if not pairs:
+        return
+    failures = []
+    with ThreadPoolExecutor(max_workers=min(16, len(pairs))) as pool:
+        calls = {
+            pool.submit(group.call_fetch, higher, connect_to, lower, members[lower].host, members[lower].port,
+                        timeout=connect_timeout() + 5.0): (higher, lower)
+            for higher, lower in sorted(pairs)
+        }
+        for call, (higher, lower) in calls.items():
+            try:
+                call.result()
+            except Exception as err:
+                failures.append(f"{higher}-{lower}: {str(err).splitlines()[0]}")
+    log.info("%s topology: %d links opened, %d failed", group.topology, len(pairs) - len(failures), len(failures))
+    if failures:
+        raise ConnectionError(f"could not open {group.topology} links between workers " + "; ".join(failures))

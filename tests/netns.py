@@ -111,10 +111,14 @@ class TestNetwork:
         host.sshd = SSHServer(address=host.ipv4, port=22, netns=host.name, hostname=host.hostname,
                               extra_addresses=[host.ipv6], client_key=self.client_key).start()
 
-    def block(self, source: NamespaceHost, target: NamespaceHost) -> None:
-        """Drop every packet from ``source`` to ``target`` (a firewall between two hosts)."""
-        for address in (target.ipv4,):
-            _run("ip", "netns", "exec", source.name, "ip", "route", "add", "prohibit", f"{address}/32")
+    def block(self, first: NamespaceHost, second: NamespaceHost) -> None:
+        """Cut the two hosts off from each other in both directions (a firewall between them).
+
+        A ``prohibit`` route inside each namespace makes connects to the other host's
+        IPv4 address fail; both still reach the master's bridge address.
+        """
+        for source, target in ((first, second), (second, first)):
+            _run("ip", "netns", "exec", source.name, "ip", "route", "add", "prohibit", f"{target.ipv4}/32")
 
     def stop(self) -> None:
         """Stop every sshd and remove the namespaces and the bridge."""

@@ -229,6 +229,17 @@ class Node:
         """Return the pids this node currently has a link to."""
         return self.topology.connected_peers()
 
+    def socket_links(self) -> dict[int, int]:
+        """Return, per peer pid, how many transport connections this node has with it.
+
+        Each linked peer should have exactly one: a DEALER (we connected) or a ROUTER
+        routing id (it connected). Tests use this to find duplicate connections.
+        """
+        counts: dict[int, int] = {}
+        for peer in list(self._dealers) + list(self._routing_ids):
+            counts[peer] = counts.get(peer, 0) + 1
+        return counts
+
     def drop_peer(self, peer: int, reason: str) -> None:
         """Close the link to ``peer`` as if it had disconnected (used after a removal)."""
         self._call_in_io_thread(lambda: self._lose_peer(peer, reason))
