@@ -29,7 +29,7 @@ from typing import Any
 
 from transport_zmq import MASTER_PID, LinkState, format_endpoint
 
-from .errors import LaunchError, ProcessExitedError
+from .errors import LaunchError, ProcessExitedError, RemoteException
 from .process_group import Member, ProcessGroup, current_caller, get_group
 from .settings import connect_timeout, worker_timeout
 
@@ -292,7 +292,8 @@ def link_new_workers(group: ProcessGroup, new_pids: list[int]) -> None:
             try:
                 call.result()
             except Exception as err:
-                failures.append(f"{higher}-{lower}: {str(err).splitlines()[0]}")
+                cause = err.exc if isinstance(err, RemoteException) else err
+                failures.append(f"{higher}-{lower}: {str(cause).splitlines()[0]}")
     log.info("%s topology: %d links opened, %d failed", group.topology, len(pairs) - len(failures), len(failures))
     if failures:
         raise ConnectionError(f"could not open {group.topology} links between workers " + "; ".join(failures))

@@ -146,3 +146,23 @@ def test_custom_without_blocked_link_works(blocked_network):
         assert connected_peers(c) == sorted([1, a, b])
         rmprocs(pids)
     """)
+
+
+def test_eager_links_report_blocked_pair(blocked_network):
+    run_master(blocked_network, """
+        options = dict(sshflags=SETUP["flags"], exename=SETUP["python"], env=SETUP["env"], lazy=False)
+        started = time.monotonic()
+        try:
+            addprocs(HOSTS, **options)
+        except LaunchError as err:
+            text = str(err)
+            pids = err.started_pids
+        else:
+            raise AssertionError("lazy=False linked two hosts that cannot reach each other")
+        assert time.monotonic() - started < 60
+        assert len(pids) == 3, pids
+        assert "could not open all_to_all links between workers" in text, text
+        assert text.count(" could not connect to peer ") == 1, text
+        assert [remotecall_fetch(myid, p) for p in pids] == pids
+        rmprocs(pids)
+    """)
