@@ -2,20 +2,24 @@
 
 Data flow inside one process:
 
-    any thread ── Node.send ──> send queue ──(wake-up pipe)──┐
-                                                             v
-    peers ══ TCP ══> ROUTER (bound, workers only) ───>  I/O thread ──> handler.on_message
-    peers <══ TCP ══ DEALER per outgoing connection <──  (owns every socket)
-                     monitor sockets ─────────────────>  (peer lost) ──> handler.on_peer_lost
+    any thread ── Node.send ── socket lock ──> DEALER or ROUTER ══ TCP ══> peer
+    peers ══ TCP ══> ROUTER (bound, workers only) ──┐
+    peers ══ TCP ══> DEALER per outgoing connection ┼─ FDs polled ─> I/O thread ─> handler.on_message
+                     monitor sockets ───────────────┘  (peer lost) ─> handler.on_peer_lost
+    any thread ── commands (open, close a link) ── deque + wake-up pipe ──> I/O thread
 
 - A connection is one DEALER (the connecting side) to one ROUTER (the bound side) and
   carries traffic both ways. The master binds nothing and connects to every worker; a
   worker connects to a peer only when the topology says it is the higher pid.
-- ZeroMQ sockets are not thread-safe, so only the I/O thread touches them. Other
-  threads append to a deque and write one byte to a pipe the I/O thread polls. The
-  hand-off costs a few microseconds per message; the alternative (callers sending under
-  a per-socket lock) needs a second wake-up path for the edge-triggered ZMQ_FD, and is
-  left until a benchmark shows the hand-off matters.
+- ZeroMQ sockets are not thread-safe, so every use of a data socket happens under that
+  socket's lock. A thread that sends does so itself, instead of handing the message to
+  the I/O thread: each hand-off is a thread wake-up, and with two per call (master and
+  worker) they were a third of a call's round trip. The I/O thread waits on the
+  sockets' ZMQ_FD descriptors with the lock released. That descriptor is
+  edge-triggered and a send can consume its edge, so after sending, a thread checks
+  ZMQ_EVENTS and wakes the I/O thread through the pipe when messages are waiting.
+- Sockets are created, connected and closed only on the I/O thread; other threads
+  queue those steps as commands.
 - The first message on every connection is HELLO with the cluster cookie. The ROUTER
   side drops every message from a routing id that has not proved the cookie, without
   looking at its payload, so nothing unauthenticated reaches the layer above.
@@ -74,6 +78,9 @@ class _DealerLink:
         self.monitor = monitor
         self.endpoint = endpoint
         self.acknowledged = False
+        self.lock = threading.Lock()   # held for every use of ``socket``
+        self.closed = False
+        self.fd: int | None = None     # the socket's ZMQ_FD, polled by the I/O thread
 
 
 class Node:
@@ -95,12 +102,13 @@ class Node:
 
         self._context = zmq.Context()
         self._router: zmq.Socket | None = None
+        self._router_lock = threading.Lock()   # held for every use of the ROUTER socket
         self._router_monitor: zmq.Socket | None = None
         self._dealers: dict[int, _DealerLink] = {}
         self._routing_ids: dict[int, bytes] = {}      # peer pid -> ROUTER routing id
         self._peer_of_routing_id: dict[bytes, int] = {}
         self._routing_id_of_fd: dict[int, bytes] = {}
-        self._link_of_socket: dict[zmq.Socket, _DealerLink] = {}  # DEALER or its monitor
+        self._link_of_socket: dict[zmq.Socket, _DealerLink] = {}  # a DEALER's monitor -> its link
         self._poller = zmq.Poller()
 
         self._queue: collections.deque = collections.deque()
@@ -173,9 +181,11 @@ class Node:
             self._thread.join(timeout=5.0)
         for link in list(self._dealers.values()):
             self._close_dealer(link)
-        for sock in (self._router_monitor, self._router):
-            if sock is not None:
-                sock.close()
+        if self._router_monitor is not None:
+            self._router_monitor.close()
+        if self._router is not None:
+            with self._router_lock:
+                self._router.close()
         self._context.term()
         os.close(self._wake_read)
         os.close(self._wake_write)
@@ -256,12 +266,7 @@ class Node:
         state = self.topology.state(peer)
         if state is not LinkState.CONNECTED:
             self._prepare_link(peer, state)
-        frames = [header.pack(), *payload]
-        if self.in_io_thread():
-            self._send_now(peer, header, frames)
-            return
-        self._queue.append((peer, header, frames))
-        self._wake()
+        self._send_now(peer, header, [header.pack(), *payload])
 
     def _prepare_link(self, peer: int, state: LinkState) -> None:
         if state is LinkState.FORBIDDEN:
@@ -318,7 +323,7 @@ class Node:
         poller = self._poller
         poller.register(self._wake_read, zmq.POLLIN)
         if self._router is not None:
-            poller.register(self._router, zmq.POLLIN)
+            poller.register(self._router.getsockopt(zmq.FD), zmq.POLLIN)
             poller.register(self._router_monitor, zmq.POLLIN)
         while self._running:
             try:
@@ -328,13 +333,23 @@ class Node:
                     break
                 log.exception("poll failed on node %d", self.pid)
                 continue
-            ready.pop(self._wake_read, None)
             self._drain_queue()
-            for sock in ready:
-                try:
-                    self._handle_readable(sock)
-                except Exception:  # a bug in a handler must not kill the I/O thread
-                    log.exception("error while handling input on node %d", self.pid)
+            try:
+                # Every data socket is read on every pass: its FD is edge-triggered, and a
+                # sender on another thread may have consumed the edge.
+                if self._router is not None:
+                    self._read_router()
+                for link in list(self._dealers.values()):
+                    self._read_dealer(link)
+                for sock in ready:
+                    if sock is self._router_monitor:
+                        self._read_router_monitor()
+                    elif not isinstance(sock, int):
+                        link = self._link_of_socket.get(sock)
+                        if link is not None and sock is link.monitor:
+                            self._read_dealer_monitor(link)
+            except Exception:  # a bug in a handler must not kill the I/O thread
+                log.exception("error while handling input on node %d", self.pid)
         log.debug("I/O thread of node %d stopped", self.pid)
 
     def _drain_queue(self) -> None:
@@ -349,25 +364,32 @@ class Node:
         self._wake_pending = False
         queue = self._queue
         while queue:
-            item = queue.popleft()
-            if callable(item):
-                try:
-                    item()
-                except Exception:
-                    log.exception("command failed on the I/O thread of node %d", self.pid)
-                continue
-            peer, header, frames = item
-            self._send_now(peer, header, frames)
+            command = queue.popleft()
+            try:
+                command()
+            except Exception:
+                log.exception("command failed on the I/O thread of node %d", self.pid)
 
     def _send_now(self, peer: int, header: Header, frames: list[Payload]) -> None:
+        # Any thread sends directly, under the socket's lock, which saves a hand-off to
+        # the I/O thread per message. A send can consume the edge of the socket's FD
+        # that announces incoming messages, so the sender checks for them and wakes the
+        # I/O thread when some are waiting.
         link = self._dealers.get(peer)
         try:
             if link is not None:
-                send_frames(link.socket, frames)
-                return
+                with link.lock:
+                    if not link.closed:
+                        send_frames(link.socket, frames)
+                        if link.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            self._wake()
+                        return
             routing_id = self._routing_ids.get(peer)
-            if routing_id is not None:
-                send_frames(self._router, frames, prefix=routing_id)
+            if routing_id is not None and self._router is not None:
+                with self._router_lock:
+                    send_frames(self._router, frames, prefix=routing_id)
+                    if self._router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._wake()
                 return
         except zmq.ZMQError as err:
             log.warning("send to peer %d failed: %s", peer, err)
@@ -375,29 +397,15 @@ class Node:
             log.debug("no route to peer %d for a %s message", peer, header.kind)
         self.handler.on_send_failed(peer, header)
 
-    def _handle_readable(self, sock) -> None:
-        if sock is self._router:
-            self._read_router()
-        elif sock is self._router_monitor:
-            self._read_router_monitor()
-        else:
-            link = self._link_of_socket.get(sock)
-            if link is None:
-                return
-            if sock is link.socket:
-                self._read_dealer(link)
-            else:
-                self._read_dealer_monitor(link)
-
-    # Messages are read until the socket is empty, because the poller only says that
-    # at least one is waiting.
+    # Messages are read until the socket reports no more, under the socket's lock, and
+    # handled after the lock is released, because handlers send too.
     def _read_router(self) -> None:
         router = self._router
-        while True:
-            try:
-                parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        received = []
+        with self._router_lock:
+            while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                received.append(router.recv_multipart(zmq.NOBLOCK, copy=False))
+        for parts in received:
             routing_id = parts[0].bytes
             peer = self._peer_of_routing_id.get(routing_id)
             if peer is None:
@@ -406,11 +414,13 @@ class Node:
             self._dispatch(peer, parts[1:])
 
     def _read_dealer(self, link: _DealerLink) -> None:
-        while True:
-            try:
-                parts = link.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+        received = []
+        with link.lock:
+            if link.closed:
                 return
+            while link.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                received.append(link.socket.recv_multipart(zmq.NOBLOCK, copy=False))
+        for parts in received:
             if not link.acknowledged:
                 self._accept_ack(link, parts)
                 continue
@@ -441,7 +451,8 @@ class Node:
         except zmq.ZMQError:  # SRCFD is deprecated; without it only heartbeats notice loss
             log.debug("no source descriptor for peer %d", peer)
         ack = [Header(MessageKind.HELLO_ACK).pack(), _ACK_BODY.pack(self.pid)]
-        send_frames(self._router, ack, prefix=routing_id)
+        with self._router_lock:
+            send_frames(self._router, ack, prefix=routing_id)
         log.debug("peer %d connected to node %d", peer, self.pid)
         self.topology.set_state(peer, LinkState.CONNECTED)
         self.handler.on_peer_connected(peer)
@@ -500,12 +511,13 @@ class Node:
         socket.connect(endpoint)
         link = _DealerLink(peer, socket, monitor, endpoint)
         self._dealers[peer] = link
-        self._link_of_socket[socket] = link
         self._link_of_socket[monitor] = link
-        self._poller.register(socket, zmq.POLLIN)
+        link.fd = socket.getsockopt(zmq.FD)
+        self._poller.register(link.fd, zmq.POLLIN)
         self._poller.register(monitor, zmq.POLLIN)
         hello = [Header(MessageKind.HELLO).pack(), self.cookie, _HELLO_BODY.pack(self.pid, PROTOCOL_VERSION)]
-        send_frames(socket, hello)
+        with link.lock:
+            send_frames(socket, hello)
         log.debug("node %d connecting to peer %d at %s", self.pid, peer, endpoint)
 
     def _drop_dealer(self, peer: int) -> None:
@@ -514,13 +526,16 @@ class Node:
             self._close_dealer(link)
 
     def _close_dealer(self, link: _DealerLink) -> None:
-        for sock in (link.socket, link.monitor):
-            self._link_of_socket.pop(sock, None)
+        for registered in (link.fd, link.monitor):
             try:
-                self._poller.unregister(sock)
+                self._poller.unregister(registered)
             except KeyError:
                 pass
-            sock.close(linger=0 if sock is link.monitor else None)
+        self._link_of_socket.pop(link.monitor, None)
+        link.monitor.close(linger=0)
+        with link.lock:
+            link.closed = True
+            link.socket.close()
         if self._dealers.get(link.peer) is link:
             del self._dealers[link.peer]
 
