@@ -38,6 +38,9 @@ def _check_pid(pid: Any) -> int:
 
 
 def _is_pool(pid: Any) -> bool:
+    # Plain pids are by far the common case, so they skip the import.
+    if type(pid) is int:
+        return False
     from .pool import WorkerPool
 
     return isinstance(pid, WorkerPool)

@@ -333,7 +333,8 @@ class Node:
                     break
                 log.exception("poll failed on node %d", self.pid)
                 continue
-            self._drain_queue()
+            if self._wake_read in ready or self._queue:
+                self._drain_queue()
             try:
                 # Every data socket is read on every pass: its FD is edge-triggered, and a
                 # sender on another thread may have consumed the edge.
