@@ -223,11 +223,13 @@ def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) 
     pid = group.allocate_pid()
     timeout = worker_timeout()
     host, port = manager.connect(pid, config)
+    tunneled = bool(getattr(config, "tunnel", False))
     config.host = config.host or host
-    config.bind_addr, config.port = host, port
-    config.connect_at = (host, port)
+    if not tunneled:
+        config.bind_addr, config.port = host, port
     host = _connect_with_fallback(group, manager, config, pid, host, port, timeout)
-    config.bind_addr = host
+    if not tunneled:
+        config.bind_addr = host
     config.connect_at = (host, port)
     request = JoinRequest(pid, group.topology, group.lazy, peers_for(group),
                           bool(params.get("enable_threaded_blas", False)))
@@ -242,6 +244,9 @@ def create_worker(group: ProcessGroup, manager: Any, config: Any, params: dict) 
     config.environ["cpu_threads"] = reply.cpu_threads
     config.environ["python_version"] = reply.python_version
     config.environ["hostname"] = reply.hostname
+    if tunneled:
+        # The master reaches this worker through a local tunnel end; peers use its own address.
+        host, port = config.bind_addr, int(config.port)
     with group.lock:
         group.members[pid] = Member(pid, host, port, config=config, manager=manager,
                                     ospid=reply.ospid, cpu_threads=reply.cpu_threads)

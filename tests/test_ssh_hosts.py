@@ -7,8 +7,10 @@ workers on four hosts calling each other.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import time
 import socket
 import sys
 from pathlib import Path
@@ -116,3 +118,39 @@ def test_unreachable_announcement_falls_back(network, cleanup_workers, caplog):
     assert listening_address(pid)[0] == host.ipv4
     assert remotecall_fetch(worker_hostname, pid) == host.hostname
     assert any(missing in record.getMessage() and "SSH" in record.getMessage() for record in caplog.records)
+
+
+def control_sockets(config) -> list[str]:
+    """Return the ControlMaster sockets in the directory this worker's ssh flags name."""
+    paths = [flag.split("=", 1)[1] for flag in config.sshflags if flag.startswith("ControlPath=")]
+    return glob.glob(os.path.join(os.path.dirname(paths[0]), "*")) if paths else []
+
+
+@pytest.mark.parametrize("options", [
+    {"tunnel": True},
+    {"tunnel": True, "multiplex": True},
+    {"tunnel": True, "ssh": "paramiko"},
+], ids=["openssh", "multiplexed", "paramiko"])
+def test_tunnel_reaches_host_local_worker(network, cleanup_workers, options):
+    host = network.hosts[0]
+    # Bound to the namespace's own 127.0.0.1, the workers are out of the master's reach
+    # except through SSH.
+    pids = host_addprocs(network, [(f"root@{host.ipv4} 127.0.0.1", 2)], **options)
+    members = pyaddprocs.process_group.get_group().members
+    for pid in pids:
+        assert members[pid].config.forward.endswith(f":127.0.0.1:{members[pid].port}")
+        assert remotecall_fetch(worker_hostname, pid) == host.hostname
+    assert remotecall_fetch(call_peer, pids[1], pids[0]) == (pids[1], pids[0])
+    config = members[pids[0]].config
+    if options.get("multiplex"):
+        assert control_sockets(config)
+    rmprocs(*pids)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and control_sockets(config):
+        time.sleep(0.1)
+    assert control_sockets(config) == []
+
+
+def test_multiplex_needs_openssh(network, cleanup_workers):
+    with pytest.raises(ValueError, match="does not work with ssh='paramiko'"):
+        host_addprocs(network, [f"root@{network.hosts[0].ipv4}"], multiplex=True, ssh="paramiko")

@@ -62,6 +62,9 @@ class ClusterManager(abc.ABC):
         """Return the keyword arguments this manager accepts, with their defaults."""
         return {}
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Validate the merged keyword arguments before anything starts; the default accepts all."""
+
     @abc.abstractmethod
     def launch(self, params: dict[str, Any], launched: "queue.Queue[WorkerConfig]") -> None:
         """Start the workers, put one WorkerConfig per worker into ``launched``, then return."""

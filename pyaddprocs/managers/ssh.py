@@ -30,9 +30,14 @@ import queue
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Any
+
+from transport_zmq.tunnel import (
+    open_multiplexed_tunnel, open_openssh_tunnel, open_paramiko_tunnel, short_control_path,
+)
 
 from ..errors import LaunchError
 from .base import ClusterManager, WorkerConfig
@@ -93,6 +98,15 @@ class SSHManager(ClusterManager):
         self.specs: list[MachineSpec] = parse_machines(self.machines)
         self._semaphores: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
+        self._control_directory: str | None = None
+
+    def _control_path(self) -> str:
+        """Return the ControlPath for multiplex=True, in a private directory of this manager."""
+        with self._lock:
+            if self._control_directory is None:
+                # Short and private: a Unix socket path has a limit of about 100 bytes.
+                self._control_directory = tempfile.mkdtemp(prefix="pyap-ssh-")
+            return short_control_path(self._control_directory)
 
     def __repr__(self) -> str:
         return f"SSHManager(machines={self.machines!r})"
@@ -108,7 +122,7 @@ class SSHManager(ClusterManager):
 
     def launch(self, params: dict[str, Any], launched: "queue.Queue[WorkerConfig]") -> None:
         """Start the workers of every machine; raise LaunchError naming the machines that failed."""
-        self._check_params(params)
+        self.check_params(params)
         errors: list[tuple[MachineSpec, BaseException]] = []
         threads = []
         for spec in self.specs:
@@ -126,8 +140,8 @@ class SSHManager(ClusterManager):
                 message += f" (and {len(errors) - 1} more failures on " + ", ".join(repr(s.spec) for s, _ in errors[1:]) + ")"
             raise LaunchError(message, output) from first
 
-    @staticmethod
-    def _check_params(params: dict[str, Any]) -> None:
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Validate SSHManager's keywords (ValueError or TypeError naming the value)."""
         if params["shell"] not in SHELLS:
             raise ValueError(f"invalid shell {params['shell']!r}: expected one of {', '.join(SHELLS)}")
         parallel = params["max_parallel"]
@@ -136,9 +150,9 @@ class SSHManager(ClusterManager):
         if not isinstance(params["ssh"], str) or not params["ssh"]:
             raise TypeError(f"ssh must be the ssh executable or 'paramiko', not {params['ssh']!r}")
         params["sshflags"] = split_flags(params["sshflags"], "sshflags")
-        if params["tunnel"] or params["multiplex"]:
-            # TODO: tunnel=True and multiplex=True (SSH port forwards to the workers) are not built yet.
-            raise ValueError("tunnel=True and multiplex=True are not supported yet; workers must be reachable directly")
+        if params["multiplex"] and params["ssh"] == "paramiko":
+            raise ValueError("multiplex=True shares one OpenSSH login through a ControlMaster; "
+                             "it does not work with ssh='paramiko'")
 
     def _semaphore(self, spec: MachineSpec, limit: int) -> threading.BoundedSemaphore:
         key = f"{spec.ssh.host}:{spec.ssh.port}"
@@ -160,8 +174,14 @@ class SSHManager(ClusterManager):
                                  args=(spec, index, count, params, launched, logins, failures), daemon=True)
                 for index in range(count)
             ]
+            if params["multiplex"] and threads:
+                # The first login becomes the ControlMaster; logins started at the same
+                # time would each try to, and all but one would go without it.
+                threads[0].start()
+                threads[0].join()
             for thread in threads:
-                thread.start()
+                if not thread.is_alive() and thread.ident is None:
+                    thread.start()
             for thread in threads:
                 thread.join()
             if failures:
@@ -225,15 +245,17 @@ class SSHManager(ClusterManager):
         cookie = get_group().cookie
         program = self._program(spec, index, params, cookie)
         command = remote_command(params["shell"], program, params["dir"], self._environment(params))
-        session = _open_session(params["ssh"], params["sshflags"], spec, command)
+        session = _open_session(params["ssh"], self._session_flags(params), spec, command)
         if not params["cmdline_cookie"]:
             session.write_line(cookie)
         config = WorkerConfig(
             io=session.stdout, host=spec.destination, count=count, exename=params["exename"],
-            exeflags=list(params["exeflags"]), sshflags=list(params["sshflags"]),
+            exeflags=list(params["exeflags"]), sshflags=self._session_flags(params),
             max_parallel=params["max_parallel"], enable_threaded_blas=params["enable_threaded_blas"],
-            process=session,
+            process=session, tunnel=params["tunnel"], multiplex=params["multiplex"],
         )
+        config.environ["spec"] = spec
+        config.environ["ssh"] = params["ssh"]
         from ..launch import OutputForwarder
 
         config.output = OutputForwarder(session.stdout, f"{spec.ssh.host}#{index}")
@@ -261,17 +283,46 @@ class SSHManager(ClusterManager):
 
     # -- the rest of the ClusterManager interface --------------------------------------
 
+    def _session_flags(self, params: dict) -> list[str]:
+        flags = list(params["sshflags"])
+        if params["multiplex"]:
+            # The first login to a host becomes the ControlMaster, later logins and the
+            # tunnels reuse it; it ends with the last session (ControlPersist=no).
+            flags += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_path()}",
+                      "-o", "ControlPersist=no"]
+        return flags
+
     def connect(self, pid: int, config: WorkerConfig) -> tuple[str, int]:
-        """Return the address the worker announced during launch."""
-        return config.bind_addr, int(config.port)
+        """Return the address to connect to: the announced one, or a local tunnel end."""
+        if not config.tunnel:
+            return config.bind_addr, int(config.port)
+        spec: MachineSpec = config.environ["spec"]
+        host, port = config.bind_addr, int(config.port)
+        if config.environ["ssh"] == "paramiko":
+            tunnel = open_paramiko_tunnel(config.process.client.get_transport(), host, port)
+        elif config.multiplex:
+            flags = [*config.sshflags, *(["-p", str(spec.ssh.port)] if spec.ssh.port else [])]
+            tunnel = open_multiplexed_tunnel(config.environ["ssh"], flags, spec.destination, host, port)
+        else:
+            with self._semaphore(spec, config.max_parallel or 10):
+                tunnel = open_openssh_tunnel(config.environ["ssh"], config.sshflags, spec.destination,
+                                             spec.ssh.port, host, port)
+        config.environ["tunnel"] = tunnel
+        config.forward = f"{tunnel.local_port}:{host}:{port}"
+        return "127.0.0.1", tunnel.local_port
 
     def fallback_address(self, config: WorkerConfig) -> str | None:
         """Return the address used for SSH, tried when the announced one cannot be reached."""
         host = config.environ.get("ssh_host")
-        return host if host and host != config.bind_addr else None
+        if config.tunnel or not host or host == config.bind_addr:
+            return None
+        return host
 
     def manage(self, pid: int, config: WorkerConfig, op: str) -> None:
-        """Interrupt running calls through the cluster connection (no extra login)."""
+        """Interrupt running calls through the cluster connection (no extra login); close
+        the tunnel of a worker that is gone."""
+        if op == "deregister":
+            self.manage_deregister(config)
         if op == "interrupt":
             from transport_zmq import MessageKind
 
@@ -289,6 +340,24 @@ class SSHManager(ClusterManager):
         session = config.process
         if session is not None:
             session.finish(EXIT_GRACE)
+        self._close_tunnel(config)
+
+    def manage_deregister(self, config: WorkerConfig) -> None:
+        """Close what belongs to a worker that is gone."""
+        self._close_tunnel(config)
+
+    def _close_tunnel(self, config: WorkerConfig) -> None:
+        tunnel = config.environ.pop("tunnel", None)
+        if tunnel is not None:
+            try:
+                tunnel.close()
+            except Exception as err:
+                log.warning("could not close the tunnel %r: %s", tunnel, err)
+        if self._control_directory is not None:
+            try:
+                os.rmdir(self._control_directory)  # succeeds once the last control socket is gone
+            except OSError:
+                pass
 
 
 def _dropped_before_login(output: str) -> bool:
