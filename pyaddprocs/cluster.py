@@ -80,6 +80,8 @@ def _check_env(env: Any) -> dict[str, str]:
             raise ValueError(f"invalid environment variable name {name!r} in env: use letters, digits and _")
         if not isinstance(value, str):
             raise TypeError(f"env value for {name} must be a str, not {type(value).__name__}")
+        if "\0" in value:
+            raise ValueError(f"env value for {name} contains a NUL byte, which no environment can hold")
         result[name] = value
     return result
 
@@ -99,10 +101,13 @@ def _validate_params(manager: ClusterManager, kwargs: dict[str, Any]) -> dict[st
     params["env"] = _check_env(params["env"])
     params["lazy"] = bool(params["lazy"]) and params["topology"] == "all_to_all"
     if params["dir"] is not None:
+        if not isinstance(params["dir"], (str, os.PathLike)):
+            raise TypeError(f"dir must be a path, not {params['dir']!r}")
         params["dir"] = os.fspath(params["dir"])
     if not isinstance(params["exename"], (str, os.PathLike)):
         raise TypeError(f"exename must be a path, not {params['exename']!r}")
     params["exename"] = os.fspath(params["exename"])
+    manager.check_params(params)
     return params
 
 
@@ -327,6 +332,8 @@ def rmprocs(*pids: int | Iterable[int], waitfor: float | None = None) -> None:
     finished); raises TimeoutError naming the pids still running after it.
     """
     _require_master("remove")
+    if waitfor is not None and (isinstance(waitfor, bool) or not isinstance(waitfor, (int, float)) or waitfor < 0):
+        raise ValueError(f"invalid waitfor {waitfor!r}: expected None or a number of seconds >= 0")
     group = get_group()
     targets = []
     for pid in _flatten_pids(pids):

@@ -26,7 +26,7 @@ from transport_zmq import ResultFlag
 
 from .errors import ProcessExitedError, RemoteException
 from .process_group import (
-    CONTROL_ADD_CLIENT, CONTROL_DEL_CLIENT, Waiter, current_caller, existing_group, get_group,
+    CONTROL_ADD_CLIENT, Waiter, current_caller, existing_group, get_group,
 )
 from .serialization import destination
 
@@ -39,10 +39,11 @@ _OWNER_TIMEOUT_GRACE = 5.0
 
 
 def _release_claim(where: int, ref: tuple[int, int]) -> None:
+    # A finalizer: it may run inside garbage collection on any thread, even one that
+    # holds a socket lock in the middle of a send, so it only queues the message.
     group = existing_group()
-    if group is None:
-        return
-    group.send_control(where, CONTROL_DEL_CLIENT, ref, group.myid)
+    if group is not None:
+        group.release_later(where, ref)
 
 
 class Future:
@@ -56,7 +57,11 @@ class Future:
 
     def __init__(self, pid: int | None = None) -> None:
         group = get_group()
-        where = group.myid if pid is None else int(pid)
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+            raise TypeError(f"Future pid must be an int, not {pid!r}")
+        if pid is not None and pid < 1:
+            raise ValueError(f"invalid Future pid {pid}: pids start at 1")
+        where = group.myid if pid is None else pid
         self._setup(where, group.next_ref(), waiter=None, claim=True)
 
     @classmethod

@@ -61,6 +61,8 @@ class WorkerPool:
 
     def push(self, pid: int) -> None:
         """Add ``pid`` to the pool as a free worker."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
+            raise ValueError(f"invalid pid {pid!r} for a WorkerPool: expected an int >= 1")
         with self._changed:
             if pid not in self._workers:
                 self._workers.add(pid)
@@ -267,10 +269,10 @@ def pmap(f: Callable, *iterables: Iterable, pool: WorkerPool | None = None, dist
         return []
     pool = pool if pool is not None else default_worker_pool()
     pids = [p for p in pool.workers() if p != get_group().myid]
+    size = _batch_size(batch_size, len(items), max(len(pids), 1))
     retry = _Retry(retry_delays, retry_check)
     if not distributed or not pids:
         return _map_locally(f, items, retry, on_error)
-    size = _batch_size(batch_size, len(items), len(pids))
     return _Dispatcher(f, items, pids, size, retry, on_error, progress).run()
 
 
@@ -327,13 +329,14 @@ class _Dispatcher:
         self.in_flight: dict[int, int] = {pid: 0 for pid in self.pids}
         self.finished = 0
         self.last_report = 0.0
+        self.last_lost = self.pids[-1]   # the worker lost last, named when none is left
 
     def run(self) -> list:
         outstanding = 0
         outstanding += self._fill()
         while outstanding or self.tasks or self.delayed:
             if not self.in_flight:
-                raise ProcessExitedError(0, "every worker of the pmap pool has exited")
+                raise ProcessExitedError(self.last_lost, "it was the last worker of the pmap pool")
             timeout = self._until_next_retry()
             try:
                 pid, indices, waiter = self.completions.get(timeout=timeout)
@@ -383,6 +386,7 @@ class _Dispatcher:
         except ProcessExitedError as err:
             log.warning("pmap: worker %d is gone: %s", pid, err)
             self.in_flight.pop(pid, None)
+            self.last_lost = pid
             return False
         self.has_function.add(pid)
         return True
@@ -394,6 +398,7 @@ class _Dispatcher:
             value, is_error = RemoteException.capture(pid, err), True
         if isinstance(value, ProcessExitedError):
             self.in_flight.pop(pid, None)
+            self.last_lost = pid
         if is_error:
             for index in indices:
                 self._fail(index, value)

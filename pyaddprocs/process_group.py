@@ -22,6 +22,7 @@ worker, ``pyaddprocs.worker`` creates it before binding.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -159,6 +160,7 @@ class ProcessGroup:
         self.client_refs: "weakref.WeakValueDictionary[RefId, Any]" = weakref.WeakValueDictionary()
         self._numbers = itertools.count(1)
         self._pids = itertools.count(2)
+        self._releases: collections.deque = collections.deque()   # (owner pid, RefId) to release
 
     def allocate_pid(self) -> int:
         """Return the next worker pid (master only; pids are never reused)."""
@@ -237,6 +239,24 @@ class ProcessGroup:
         """Stop waiting for the answer registered under ``number``."""
         self._waiters.pop(number, None)
 
+    def release_later(self, where: int, ref: RefId) -> None:
+        """Queue the release of this process's claim on ``ref`` (safe inside finalizers).
+
+        The message leaves from the I/O thread at its next pass. It still follows any
+        add_client this process sent for ``ref``, because those were sent before the
+        reference could be dropped.
+        """
+        self._releases.append((where, ref))
+        self.node.call_soon(self._flush_releases)
+
+    def _flush_releases(self) -> None:
+        while self._releases:
+            where, ref = self._releases.popleft()
+            try:
+                self.send_control(where, CONTROL_DEL_CLIENT, ref, self.myid)
+            except Exception as err:  # a finalizer's message must never break the I/O thread
+                log.debug("dropped the release of %s for process %d: %s", ref, where, err)
+
     def send_control(self, pid: int, operation: str, *args: Any) -> None:
         """Send a reference-count operation to ``pid``, or apply it here when ``pid`` is us."""
         if pid == self.myid:
@@ -244,7 +264,7 @@ class ProcessGroup:
             return
         try:
             self.send(pid, Header(MessageKind.CONTROL), [pickle.dumps((operation, args))])
-        except (ProcessExitedError, ConnectionError, RuntimeError) as err:
+        except (ProcessExitedError, ConnectionError, RuntimeError, ValueError) as err:
             log.debug("dropped %s for process %d: %s", operation, pid, err)
 
     # -- running incoming calls ----------------------------------------------------------

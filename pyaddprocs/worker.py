@@ -11,7 +11,8 @@ The worker exits when:
 - the master's connection is lost, or stdin ends (the master or its ssh session died);
 - the master tells it to (rmprocs).
 On exit it sends SIGTERM to the processes of its own process group (the ones it
-started), when it leads that group, so nothing it started outlives it.
+started), when it leads that group. A child that ignores SIGTERM or starts a session of
+its own survives the worker.
 """
 
 from __future__ import annotations

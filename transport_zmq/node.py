@@ -310,6 +310,15 @@ class Node:
             except OSError:  # closed during shutdown
                 pass
 
+    def call_soon(self, function: Callable[[], None]) -> None:
+        """Run ``function`` on the I/O thread at its next pass, never inline.
+
+        Safe from finalizers and signal handlers: it only appends to a deque and writes
+        to the wake-up pipe, and takes no lock.
+        """
+        self._queue.append(function)
+        self._wake()
+
     def _call_in_io_thread(self, function: Callable[[], None]) -> None:
         if self.in_io_thread():
             function()
@@ -437,6 +446,10 @@ class Node:
 
     # -- the cookie handshake --------------------------------------------------------
 
+    # TODO: a peer that has not proved the cookie can still make libzmq buffer one
+    # message of any size before it is dropped here; ZMQ_MAXMSGSIZE would also cap
+    # authenticated transfers, and CurveZMQ (which authenticates during the ZMTP
+    # handshake) is the planned fix.
     def _accept_hello(self, routing_id: bytes, parts: list[zmq.Frame]) -> None:
         peer = self._check_hello(parts)
         if peer is None:

@@ -8,7 +8,7 @@ import queue
 import signal
 import subprocess
 import sys
-import time
+import threading
 from typing import Any
 
 from .base import ClusterManager, WorkerConfig
@@ -104,9 +104,14 @@ class LocalManager(ClusterManager):
             ))
 
     def manage(self, pid: int, config: WorkerConfig, op: str) -> None:
-        """Send SIGINT on ``interrupt``; nothing else needs doing for local workers."""
-        if op == "interrupt" and config.process is not None and config.process.poll() is None:
-            config.process.send_signal(signal.SIGINT)
+        """Send SIGINT on ``interrupt``; reap the process of a worker that is gone."""
+        process = config.process
+        if process is None:
+            return
+        if op == "interrupt" and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        elif op == "deregister":
+            threading.Thread(target=reap, args=(pid, process), name=f"pyaddprocs-reap-{pid}", daemon=True).start()
 
     def kill(self, pid: int, config: WorkerConfig) -> None:
         """Ask the worker to exit, then escalate to SIGTERM and SIGKILL; reap the process."""
@@ -136,12 +141,18 @@ def close_pipes(process: subprocess.Popen) -> None:
                 pass
 
 
-def wait_for_exit(process: subprocess.Popen, timeout: float) -> int | None:
-    """Wait up to ``timeout`` seconds for ``process``; return its exit code or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            return code
-        time.sleep(0.05)
-    return process.poll()
+# Seconds a worker that lost its master may take to notice and exit before it is killed.
+REAP_GRACE = 30.0
+
+
+def reap(pid: int, process: subprocess.Popen) -> None:
+    """Wait for a deregistered worker's process so it does not stay a zombie; kill it
+    when it is still running after REAP_GRACE (a stopped process cannot exit itself)."""
+    try:
+        process.wait(timeout=REAP_GRACE)
+    except subprocess.TimeoutExpired:
+        log.warning("worker %d (os pid %d) still runs %g s after it was removed; killing it",
+                    pid, process.pid, REAP_GRACE)
+        process.kill()
+        process.wait(timeout=TERM_GRACE)
+    close_pipes(process)
