@@ -232,18 +232,44 @@ def _unwrap(error: BaseException) -> BaseException:
 
 
 class _Retry:
-    """Per-element retry state: the delays still to use and the check to apply."""
+    """Per-element retry state: the delays still to use and the check to apply.
 
-    def __init__(self, delays: Iterable[float], check: Callable[[BaseException], bool] | None) -> None:
+    ``check`` is either ``check(error) -> bool`` or Julia's form
+    ``check(state, error) -> (state, bool)``, told apart by its number of parameters.
+    """
+
+    def __init__(self, delays: Iterable[float], check: Callable[..., Any] | None) -> None:
         self.delays = list(delays)
         self.check = check
+        self.takes_state = check is not None and _positional_parameters(check) >= 2
+        self.states: dict[int, Any] = {}
 
-    def next_delay(self, attempt: int, error: BaseException) -> float | None:
+    def next_delay(self, attempt: int, error: BaseException, index: int = 0) -> float | None:
         if attempt >= len(self.delays):
             return None
-        if self.check is not None and not self.check(_unwrap(error)):
+        if self.check is not None and not self._allowed(error, index):
             return None
         return float(self.delays[attempt])
+
+    def _allowed(self, error: BaseException, index: int) -> bool:
+        if not self.takes_state:
+            return bool(self.check(_unwrap(error)))
+        outcome = self.check(self.states.get(index), _unwrap(error))
+        if isinstance(outcome, tuple) and len(outcome) == 2:
+            self.states[index], allowed = outcome
+            return bool(allowed)
+        return bool(outcome)
+
+
+def _positional_parameters(function: Callable) -> int:
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 def pmap(f: Callable, *iterables: Iterable, pool: WorkerPool | None = None, distributed: bool = True,
@@ -255,9 +281,10 @@ def pmap(f: Callable, *iterables: Iterable, pool: WorkerPool | None = None, dist
     ``batch_size`` elements go to a worker per message (``"auto"`` picks about a third
     of an even share, at most 100). A failed element is retried after each delay of
     ``retry_delays`` while ``retry_check(error)`` (default: always) is true, also when
-    its worker died; then ``on_error(error)`` supplies its value, or pmap raises the
-    error. ``on_error`` and ``retry_check`` run on the calling process and see the
-    original exception, not the RemoteException around it. ``progress`` prints a
+    its worker died (Julia's form ``retry_check(state, error) -> (state, bool)`` works
+    too); then ``on_error(error)`` supplies its value, or pmap raises the error.
+    ``on_error`` and ``retry_check`` run on the calling process and see the original
+    exception, not the RemoteException around it. ``progress`` prints a
     count of finished elements on stderr.
     """
     if not callable(f):
@@ -286,14 +313,14 @@ def _batch_size(batch_size: int | str, count: int, workers: int) -> int:
 
 def _map_locally(f: Callable, items: list[tuple], retry: _Retry, on_error: Callable | None) -> list:
     results = []
-    for args in items:
+    for index, args in enumerate(items):
         attempt = 0
         while True:
             try:
                 results.append(f(*args))
                 break
             except Exception as err:
-                delay = retry.next_delay(attempt, err)
+                delay = retry.next_delay(attempt, err, index)
                 if delay is None:
                     if on_error is None:
                         raise
@@ -421,7 +448,7 @@ class _Dispatcher:
 
     def _fail(self, index: int, error: BaseException) -> None:
         attempt = self.attempts[index]
-        delay = self.retry.next_delay(attempt, error)
+        delay = self.retry.next_delay(attempt, error, index)
         if delay is not None:
             self.attempts[index] = attempt + 1
             heapq.heappush(self.delayed, (time.monotonic() + delay, index, [index]))

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from pyaddprocs import WorkerPool, myid, pmap, remotecall, remotecall_fetch
+from tests import worker_functions
 from tests.worker_functions import power
 
 
@@ -67,3 +68,17 @@ def test_worker_pool_accepted_as_call_target(cluster_workers):
     assert remotecall_fetch(myid, pool) in cluster_workers
     assert remotecall(power, pool, 9).result(timeout=30) == 81
     assert pmap(power, range(5), pool=pool, batch_size=2) == [0, 1, 4, 9, 16]
+
+
+def test_julia_style_retry_check(cluster_workers):
+    seen_states = []
+
+    def check(state, error):
+        seen_states.append(state)
+        return (state or 0) + 1, isinstance(error, ZeroDivisionError)
+
+    results = pmap(worker_functions.reciprocal_or_fail, [1, 0, 2], retry_delays=[0.01, 0.01],
+                   retry_check=check, on_error=lambda error: "failed")
+
+    assert results == [1.0, "failed", 0.5]
+    assert seen_states == [None, 1]

@@ -131,3 +131,8 @@ def drop_kept_reference(name: str) -> None:
 
     del _kept_references[name]
     gc.collect()
+
+
+def reciprocal_or_fail(value: float) -> float:
+    """Return 1 / value; raises ZeroDivisionError for 0."""
+    return 1 / value
