@@ -187,7 +187,11 @@ class LoginAccount:
         command = ["useradd", "-M", "-d", str(self.home), "-s", shell]
         if root_alias:
             command += ["-o", "-u", "0", "-g", "0"]
-        subprocess.run([*command, name], check=True, capture_output=True)
+        try:
+            subprocess.run([*command, name], check=True, capture_output=True)
+        except subprocess.CalledProcessError as err:
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise RuntimeError(f"useradd {name} failed: {err.stderr.decode(errors='replace').strip()}") from err
         # useradd leaves the account locked, which sshd refuses without PAM.
         subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
 

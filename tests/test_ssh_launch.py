@@ -8,6 +8,7 @@ password-only one. Workers run this test's own interpreter (an absolute ``exenam
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,11 @@ def accounts(sshd):
     require_ssh()
     made = {}
     try:
-        made["tcsh"] = LoginAccount("pyap-tcsh", shell=shutil.which("tcsh") or "/usr/bin/tcsh")
-        made["noisy"] = LoginAccount("pyap-noisy", shell="/bin/bash")
-        made["password"] = LoginAccount("pyap-pwonly", shell="/bin/bash", root_alias=False)
+        # A random suffix keeps the names apart from accounts a crashed run left behind.
+        suffix = secrets.token_hex(3)
+        made["tcsh"] = LoginAccount(f"pyap-tcsh-{suffix}", shell=shutil.which("tcsh") or "/usr/bin/tcsh")
+        made["noisy"] = LoginAccount(f"pyap-noisy-{suffix}", shell="/bin/bash")
+        made["password"] = LoginAccount(f"pyap-pw-{suffix}", shell="/bin/bash", root_alias=False)
         made["password"].set_password("not-a-key-3141")
         for name in ("tcsh", "noisy"):
             sshd.authorize(made[name].name)
