@@ -549,7 +549,9 @@ class Node:
         link.monitor.close(linger=0)
         with link.lock:
             link.closed = True
-            link.socket.close()
+            # The link is dropped because its peer is gone or being replaced, so queued
+            # messages are discarded at once instead of lingering in libzmq.
+            link.socket.close(linger=0)
         if self._dealers.get(link.peer) is link:
             del self._dealers[link.peer]
 
