@@ -10,13 +10,14 @@ Three ways to open one forward:
 - ``open_paramiko_tunnel``: a local listening socket whose connections are relayed over
   ``direct-tcpip`` channels of an existing paramiko transport.
 
-pyzmq ships ``zmq.ssh.tunnel`` for this, and it is not used because of flaws seen in
-pyzmq 27: it drives OpenSSH through pexpect (an extra dependency) and answers host-key
-prompts itself, its forward lives only as long as a ``sleep`` on the remote side, the
-free port it picks can be taken before ssh binds it, and it has no IPv6 support. Here
-the ssh process belongs to the caller and lives until ``close()``, ssh runs with
-``BatchMode`` and ``ExitOnForwardFailure`` so it never prompts and fails when it cannot
-bind, a port taken in between is retried with another one, and IPv6 targets work.
+pyzmq ships ``zmq.ssh.tunnel`` for this, and it is not used. In pyzmq 27.3 its OpenSSH
+path needs pexpect (an extra dependency) and answers prompts through it, and it runs
+``ssh -f ... -L 127.0.0.1:LPORT:IP:RPORT SERVER sleep TIMEOUT``, so the forward lives only
+as long as that ``sleep``. Its free port is picked before ssh binds it, so another
+process can take it first. Here the ssh process belongs to the caller and lives until
+``close()``. ssh runs with ``BatchMode`` and ``ExitOnForwardFailure``, so it never
+prompts and fails when it cannot bind; a port taken in between is retried with another
+one, and IPv6 targets are bracketed as ssh expects.
 """
 
 from __future__ import annotations
