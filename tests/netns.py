@@ -38,6 +38,18 @@ def netns_possible() -> str | None:
     return None
 
 
+def require_netns() -> None:
+    """Skip the calling test when namespaces cannot be made, except under CI where that fails."""
+    import pytest
+
+    reason = netns_possible()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"namespace tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
 def _run(*command: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

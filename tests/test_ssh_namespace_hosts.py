@@ -19,7 +19,7 @@ import pytest
 
 import pyaddprocs
 from pyaddprocs import addprocs, everywhere, remotecall_fetch, rmprocs
-from tests.netns import TestNetwork, netns_possible
+from tests.netns import TestNetwork, require_netns
 from tests.sshd import require_ssh
 
 PYTHON = sys.executable
@@ -29,11 +29,7 @@ REPO = str(Path(__file__).resolve().parent.parent)
 @pytest.fixture(scope="module")
 def network():
     require_ssh()
-    reason = netns_possible()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"namespace tests must run in CI: {reason}")
-        pytest.skip(reason)
+    require_netns()
     net = TestNetwork(4)
     try:
         net.start()

@@ -8,14 +8,13 @@ cluster keeps one topology for its lifetime.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tests.netns import TestNetwork, netns_possible
+from tests.netns import TestNetwork, require_netns
 from tests.sshd import require_ssh
 from tests.support import REPO_ROOT, script_env
 
@@ -27,11 +26,7 @@ MASTER_TIMEOUT = 150
 @pytest.fixture(scope="module")
 def blocked_network():
     require_ssh()
-    reason = netns_possible()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"namespace tests must run in CI: {reason}")
-        pytest.skip(reason)
+    require_netns()
     net = TestNetwork(3)
     try:
         net.start()
