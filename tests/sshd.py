@@ -123,7 +123,7 @@ class SSHServer:
         command = [SSHD, "-D", "-e", "-f", str(config)]
         if self.hostname:
             # A UTS namespace of its own, so the host reports its own hostname.
-            command = ["unshare", "--uts", "sh", "-c", f'hostname "$0" && exec "$@"', self.hostname, *command]
+            command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname, *command]
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,

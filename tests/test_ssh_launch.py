@@ -31,7 +31,6 @@ FAILURE_DEADLINE = 10.0
 
 def worker_facts():
     """Run on a worker: what the test checks about its process."""
-    import json
     import os
 
     return {"pid": os.getpid(), "cwd": os.getcwd(), "argv": open(f"/proc/{os.getpid()}/cmdline", "rb").read().split(b"\0"),
