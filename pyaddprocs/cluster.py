@@ -20,7 +20,6 @@ import atexit
 import logging
 import os
 import queue
-import shlex
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from transport_zmq import MASTER_PID, TOPOLOGIES, MessageKind
 from . import join
 from .errors import LaunchError, WorkerTimeoutError
 from .managers import ClusterManager, LocalManager, SSHManager, WorkerConfig
+from .managers.shell_commands import check_env_name, split_flags
 from .process_group import existing_group, get_group
 from .settings import worker_timeout
 
@@ -40,7 +40,6 @@ _addprocs_lock = threading.Lock()
 
 # Seconds to wait for workers to end when the master exits.
 EXIT_WAIT = 5.0
-_ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def _common_defaults() -> dict[str, Any]:
@@ -56,16 +55,6 @@ def _require_master(action: str) -> None:
         raise RuntimeError(f"Only process 1 can {action} workers")
 
 
-def _split_args(value: Any, name: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return list(value)
-    raise TypeError(f"{name} must be a string or a sequence of strings, not {value!r}")
-
-
 def _check_env(env: Any) -> dict[str, str]:
     if env is None:
         return {}
@@ -76,8 +65,7 @@ def _check_env(env: Any) -> dict[str, str]:
             name, value = item
         except (TypeError, ValueError):
             raise TypeError(f"env must be a dict or a sequence of (name, value) pairs, got {item!r}") from None
-        if not isinstance(name, str) or not name or name[0].isdigit() or not set(name) <= _ENV_NAME_CHARS:
-            raise ValueError(f"invalid environment variable name {name!r} in env: use letters, digits and _")
+        check_env_name(name)
         if not isinstance(value, str):
             raise TypeError(f"env value for {name} must be a str, not {type(value).__name__}")
         if "\0" in value:
@@ -97,7 +85,7 @@ def _validate_params(manager: ClusterManager, kwargs: dict[str, Any]) -> dict[st
     params.update(kwargs)
     if params["topology"] not in TOPOLOGIES:
         raise ValueError(f"invalid topology {params['topology']!r}; expected one of {', '.join(TOPOLOGIES)}")
-    params["exeflags"] = _split_args(params["exeflags"], "exeflags")
+    params["exeflags"] = split_flags(params["exeflags"], "exeflags")
     params["env"] = _check_env(params["env"])
     params["lazy"] = bool(params["lazy"]) and params["topology"] == "all_to_all"
     if params["dir"] is not None:

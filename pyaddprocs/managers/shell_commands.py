@@ -21,11 +21,27 @@ newlines arrive unchanged and run nothing.
 from __future__ import annotations
 
 import re
+import shlex
+from typing import Any
 
 SHELLS = ("posix", "csh", "wincmd")
 
 _SAFE_POSIX = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def split_flags(value: Any, name: str) -> list[str]:
+    """Return ``value`` (a string split as a POSIX shell would, or a sequence) as a list.
+
+    ``name`` is the keyword the value came from, for the error message.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise TypeError(f"{name} must be a string or a sequence of strings, not {value!r}")
 
 
 def check_env_name(name: str) -> None:

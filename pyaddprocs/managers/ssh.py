@@ -43,7 +43,7 @@ from ..errors import LaunchError
 from .base import ClusterManager, WorkerConfig
 from .local import BLAS_THREAD_VARIABLES, EXIT_GRACE, TERM_GRACE
 from .machines import MachineSpec, parse_machines
-from .shell_commands import SHELLS, quote_posix, remote_command
+from .shell_commands import SHELLS, quote_posix, remote_command, split_flags
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +59,6 @@ LOGIN_RETRIES = 4
 LOGIN_RETRY_DELAY = 0.25
 
 _CPU_PROBE = "import os; print('pyaddprocs_cpus:%d' % len(os.sched_getaffinity(0)))"
-
-
-def split_flags(value: Any, name: str) -> list[str]:
-    """Return ``value`` (a string split as a shell would, or a sequence) as a list."""
-    import shlex
-
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return list(value)
-    raise TypeError(f"{name} must be a string or a sequence of strings, not {value!r}")
-
-
-def _option_value(flags: list[str], option: str) -> str | None:
-    """Return the value of ``-o Option=value`` (case-insensitive) in ssh flags, if present."""
-    wanted = option.lower()
-    for index, flag in enumerate(flags):
-        text = None
-        if flag == "-o" and index + 1 < len(flags):
-            text = flags[index + 1]
-        elif flag.startswith("-o") and len(flag) > 2:
-            text = flag[2:]
-        if text:
-            key, _, value = text.partition("=")
-            if key.strip().lower() == wanted:
-                return value.strip()
-    return None
 
 
 class SSHManager(ClusterManager):
