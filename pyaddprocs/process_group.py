@@ -189,10 +189,10 @@ class ProcessGroup:
     def start_call(self, kind: int, pid: int, function: Callable, args: tuple, kwargs: dict,
                    response: RefId = NO_REF, waiter_number: int | None = None,
                    callback: Callable[[Waiter], None] | None = None) -> Waiter | None:
-        """Send a CALL, CALL_FETCH or REMOTE_DO; return the Waiter for its answer, if any.
+        """Send a CALL, CALL_FETCH or REMOTE_DO; return the Waiter for its reply, if any.
 
         ``callback`` is registered on the Waiter before the message leaves, so it cannot
-        miss a fast answer; it runs on the I/O thread and must not block.
+        miss a fast reply; it runs on the I/O thread and must not block.
         """
         try:
             payload = dumps((function, args, kwargs), destination_pid=pid)
@@ -230,13 +230,13 @@ class ProcessGroup:
         return value
 
     def forget_waiter(self, waiter: Waiter) -> None:
-        """Stop waiting for ``waiter``'s answer (a late answer is then dropped)."""
+        """Stop waiting for ``waiter``'s reply; a late reply is then dropped."""
         for number, candidate in list(self._waiters.items()):
             if candidate is waiter:
                 self._waiters.pop(number, None)
 
     def forget_waiter_number(self, number: int) -> None:
-        """Stop waiting for the answer registered under ``number``."""
+        """Stop waiting for the reply registered under ``number``."""
         self._waiters.pop(number, None)
 
     def release_later(self, where: int, ref: RefId) -> None:

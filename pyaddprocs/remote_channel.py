@@ -93,7 +93,7 @@ class RemoteChannel:
         return self._run("isready")
 
     def empty(self) -> bool:
-        """Return True when the channel holds no value."""
+        """Return True when the channel is empty."""
         return self._run("empty")
 
     def close(self) -> None:

@@ -40,12 +40,12 @@ class MessageKind(enum.IntEnum):
     """Message kinds; values below 16 are handled inside the transport."""
 
     HELLO = 1        # first message on a connection: cookie, sender pid, protocol version
-    HELLO_ACK = 2    # accepting side's answer to a valid HELLO: its pid
+    HELLO_ACK = 2    # accepting side's reply to a valid HELLO: its pid
 
     # Kinds used by the layer above the transport (pyaddprocs).
     CALL = 16        # run a function, store the value under `response`, notify `notify`
     CALL_FETCH = 17  # run a function and send the value back to `notify`
-    REMOTE_DO = 18   # run a function, no answer
+    REMOTE_DO = 18   # run a function, no reply
     RESULT = 19      # the value or error for the waiter `response`
     JOIN = 20        # master to new worker: your pid, topology, peers
     JOIN_COMPLETE = 21

@@ -10,7 +10,7 @@ Data flow inside one process:
 
 - A connection is one DEALER (the connecting side) to one ROUTER (the bound side) and
   carries traffic both ways. The master binds nothing and connects to every worker; a
-  worker connects to a peer only when the topology says it is the higher pid.
+  worker connects to a peer only when it is the higher pid of a pair the topology links.
 - ZeroMQ sockets are not thread-safe, so every use of a data socket happens under that
   socket's lock. A thread that sends does so itself, instead of handing the message to
   the I/O thread: each hand-off is a thread wake-up, and with two per call (master and
@@ -200,7 +200,7 @@ class Node:
     def connect(self, peer: int, host: str, port: int, timeout: float | None = None) -> None:
         """Open the link to ``peer`` at ``host:port`` and wait until it has accepted the cookie.
 
-        Raises ConnectionError when the peer does not answer within ``timeout`` seconds
+        Raises ConnectionError when the peer does not reply within ``timeout`` seconds
         (default: ``connect_timeout``), and PeerLostError when it disconnects first.
         """
         if self.in_io_thread():
@@ -278,7 +278,7 @@ class Node:
         self.ensure_link(peer, lambda: self.lazy_connector(peer))
 
     def ensure_link(self, peer: int, opener: Callable[[], None], timeout: float | None = None) -> None:
-        """Make sure a link to ``peer`` exists, running ``opener`` if nobody else is opening it.
+        """Make sure a link to ``peer`` exists, running ``opener`` unless another thread is opening it.
 
         Of several threads that find the link LAZY, exactly one runs ``opener``; the
         others wait for its outcome. When ``opener`` fails the link goes back to LAZY,
@@ -507,7 +507,7 @@ class Node:
         except (ValueError, struct.error, IndexError):
             header, acceptor = None, -1
         if header is None or header.kind != MessageKind.HELLO_ACK:
-            log.warning("peer %d at %s answered HELLO with something else; dropped", link.peer, link.endpoint)
+            log.warning("peer %d at %s replied to HELLO with an unexpected message; dropped", link.peer, link.endpoint)
             return
         link.acknowledged = True
         log.debug("node %d connected to peer %d at %s (it calls itself %d)", self.pid, link.peer, link.endpoint, acceptor)

@@ -92,7 +92,7 @@ class ClusterManager(abc.ABC):
         return config.output.read_announcement(worker_timeout())
 
     def kill(self, pid: int, config: WorkerConfig) -> None:
-        """Stop worker ``pid``; the default asks it to exit."""
+        """Stop worker ``pid``; the default sends it an exit request."""
         from transport_zmq import MessageKind
 
         from ..process_group import get_group
