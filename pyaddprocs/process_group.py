@@ -31,6 +31,7 @@ import secrets
 import string
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,6 +54,10 @@ INLINE_RESULT_LIMIT = 1 << 20
 # Reference-count operations, applied on the I/O thread in arrival order.
 CONTROL_ADD_CLIENT = "add_client"
 CONTROL_DEL_CLIENT = "del_client"
+
+# How long a waiting thread reads its peer's socket itself before it leaves the reading
+# to the I/O thread and sleeps (seconds).
+READ_OWN_REPLY_SECONDS = 0.02
 
 _COOKIE_ALPHABET = string.ascii_letters + string.digits
 COOKIE_LENGTH = 32
@@ -82,10 +87,11 @@ class Member:
 class Waiter:
     """A pending reply from one peer, completed once by the I/O thread."""
 
-    __slots__ = ("pid", "flags", "frames", "error", "_lock", "_done", "callbacks")
+    __slots__ = ("pid", "flags", "frames", "error", "_lock", "_done", "callbacks", "_node")
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, node: Node | None = None) -> None:
         self.pid = pid
+        self._node = node
         self.flags = 0
         self.frames: list | None = None
         self.error: BaseException | None = None
@@ -108,9 +114,24 @@ class Waiter:
                 log.exception("waiter callback failed")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until delivered; return False on timeout."""
+        """Wait until delivered; return False on timeout.
+
+        The waiting thread first reads the peer's socket itself for up to
+        READ_OWN_REPLY_SECONDS (see ``Node.read_until``): a quick reply then needs no
+        wake-up of this thread by the I/O thread. Longer waits block on the lock.
+        """
         if self._done:
             return True
+        node = self._node
+        if node is not None:
+            node.step_aside()
+            lead = READ_OWN_REPLY_SECONDS if timeout is None else min(max(timeout, 0), READ_OWN_REPLY_SECONDS)
+            started = time.monotonic()
+            node.read_until(self.pid, self.done, lead)
+            if self._done:
+                return True
+            if timeout is not None:
+                timeout -= time.monotonic() - started
         acquired = self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
         if acquired:
             self._lock.release()  # let other threads waiting on the same reply through
@@ -205,7 +226,7 @@ class ProcessGroup:
         notify = NO_REF
         if kind != MessageKind.REMOTE_DO:
             number = waiter_number if waiter_number is not None else next(self._numbers)
-            waiter = Waiter(pid)
+            waiter = Waiter(pid, self.node)
             if callback is not None:
                 waiter.callbacks.append(callback)
             notify = (self.myid, number)
@@ -276,12 +297,14 @@ class ProcessGroup:
             waiter = self._waiters.pop(header.response[1], None)
             if waiter is not None:
                 waiter.deliver(header.flags, frames)
-        elif kind == MessageKind.CALL:
-            # Created here, in arrival order, so a fetch that follows the call finds it.
-            self.refs.lookup(header.response, create=True, client=header.response[0])
-            self.runner.submit(self._run_call, peer, header, frames)
-        elif kind in (MessageKind.CALL_FETCH, MessageKind.REMOTE_DO):
-            self.runner.submit(self._run_call, peer, header, frames)
+        elif kind in (MessageKind.CALL, MessageKind.CALL_FETCH, MessageKind.REMOTE_DO):
+            if kind == MessageKind.CALL:
+                # Created here, in arrival order, so a fetch that follows the call finds it.
+                self.refs.lookup(header.response, create=True, client=header.response[0])
+            if self.node.can_run_inline():
+                self.runner.run_here(self.node.run_inline, self._run_call, peer, header, frames)
+            else:
+                self.runner.submit(self._run_call, peer, header, frames)
         elif kind == MessageKind.CONTROL:
             try:
                 operation, args = pickle.loads(frames[0].buffer)

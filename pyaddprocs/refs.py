@@ -105,6 +105,8 @@ class Channel:
         return self.maxsize > 0 and len(self._items) >= self.maxsize
 
     def _wait(self, ready: Callable[[], Any], timeout: float | None, operation: str) -> None:
+        if not ready():
+            step_aside_before_blocking()
         if timeout is None:
             while not ready():
                 self._changed.wait()
@@ -115,6 +117,19 @@ class Channel:
             if remaining <= 0:
                 raise TimeoutError(f"channel {operation} timed out after {timeout:g} seconds")
             self._changed.wait(remaining)
+
+
+def step_aside_before_blocking() -> None:
+    """Let a call that runs on the I/O thread hand the loop over before it blocks.
+
+    See ``transport_zmq.Node.run_inline``: a call that waits for something another
+    message brings must not hold the loop that would read that message.
+    """
+    from .process_group import existing_group
+
+    group = existing_group()
+    if group is not None:
+        group.node.step_aside()
 
 
 class RemoteValue:
@@ -145,6 +160,8 @@ class RemoteValue:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the value is set; return False on timeout."""
+        if not self._event.is_set():
+            step_aside_before_blocking()
         return self._event.wait(timeout)
 
 

@@ -52,6 +52,15 @@ class CallRunner:
             log.warning("%d threads are running calls at once on this process", count)
         threading.Thread(target=self._serve, name=f"{self._name}-{count}", daemon=True).start()
 
+    def run_here(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function(*args)`` on this thread as a call, so ``interrupt_all`` reaches it."""
+        ident = threading.get_ident()
+        self._running[ident] = True
+        try:
+            function(*args)
+        finally:
+            self._running[ident] = False
+
     def _serve(self) -> None:
         ident = threading.get_ident()
         while True:

@@ -136,3 +136,50 @@ def drop_kept_reference(name: str) -> None:
 def reciprocal_or_fail(value: float) -> float:
     """Return 1 / value; raises ZeroDivisionError for 0."""
     return 1 / value
+
+
+# A worker-local event that only plain threading primitives touch, so a call waiting
+# on it blocks without telling pyaddprocs (see tests/test_inline_calls.py).
+_local_event = threading.Event()
+_local_barrier: dict = {}
+_local_lock = threading.Lock()
+
+
+def wait_for_local_event(timeout: float) -> bool:
+    return _local_event.wait(timeout)
+
+
+def set_local_event() -> str:
+    _local_event.set()
+    return "set"
+
+
+def clear_local_event() -> None:
+    _local_event.clear()
+
+
+def meet_at_barrier(parties: int, timeout: float) -> int:
+    """Wait until ``parties`` calls on this worker have arrived; return this call's arrival index."""
+    with _local_lock:
+        barrier = _local_barrier.setdefault(parties, threading.Barrier(parties))
+    return barrier.wait(timeout)
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def call_back_master(value):
+    """Call the master from inside a call: the reply arrives while this call runs."""
+    from pyaddprocs import remotecall_fetch
+
+    return remotecall_fetch(identity, 1, value)
+
+
+def spin(seconds: float) -> int:
+    """Run Python bytecode (no blocking call) for ``seconds``; return the loop count."""
+    deadline = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < deadline:
+        count += 1
+    return count

@@ -36,10 +36,11 @@ import collections
 import hmac
 import logging
 import os
+import select
 import struct
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -53,8 +54,34 @@ log = logging.getLogger(__name__)
 _HELLO_BODY = struct.Struct("!IH")   # sender pid, protocol version
 _ACK_BODY = struct.Struct("!I")      # acceptor pid
 
+# A thread in read_until looks at the socket at least this often (seconds).
+_READ_SLICE = 0.002
+
+# The I/O thread's poll timeout (milliseconds), and the shorter one while a waiting
+# thread reads a socket itself.
+_IDLE_POLL_MS = 500
+_LEADER_POLL_MS = 2
+
 # Rejected connection attempts are logged at most this often.
 _REJECT_LOG_INTERVAL = 10.0
+
+# A call run on the I/O thread (run_inline) that has not returned after this many
+# seconds gets the I/O loop taken over by a new thread; the watcher checks this often.
+INLINE_LIMIT = 0.005
+# The watcher parks after this many checks without an inline call.
+_WATCH_PARK_AFTER = 200
+
+# Plain ints: the IntFlag versions cost an enum operation per use on the hot path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+class _IOLoopTakenOver(BaseException):
+    """Raised on a thread whose inline call ended after another thread took over its I/O loop.
+
+    A BaseException, so that no handler's ``except Exception`` stops it on its way
+    up to ``Node._run``, which then ends that thread.
+    """
 
 
 class MessageHandler(Protocol):
@@ -79,6 +106,9 @@ class _DealerLink:
         self.endpoint = endpoint
         self.acknowledged = False
         self.lock = threading.Lock()   # held for every use of ``socket``
+        # Held by the one thread that reads and dispatches this socket's messages, from
+        # the read until the last of them is handled, so messages are handled in order.
+        self.reader = threading.Lock()
         self.closed = False
         self.fd: int | None = None     # the socket's ZMQ_FD, polled by the I/O thread
 
@@ -109,7 +139,7 @@ class Node:
         self._peer_of_routing_id: dict[bytes, int] = {}
         self._routing_id_of_fd: dict[int, bytes] = {}
         self._link_of_socket: dict[zmq.Socket, _DealerLink] = {}  # a DEALER's monitor -> its link
-        self._poller = zmq.Poller()
+        self._router_fd: int | None = None
 
         self._queue: collections.deque = collections.deque()
         self._wake_read, self._wake_write = os.pipe()
@@ -119,6 +149,18 @@ class Node:
         self._thread: threading.Thread | None = None
         self._rejected = 0
         self._last_reject_log = 0.0
+
+        # Inline calls (run_inline): the I/O loop may move to a new thread while a call
+        # runs, so the loop's identity (``_thread``) and ``_inline_since`` change only
+        # under ``_loop_lock``. ``_inbox`` holds ROUTER messages read but not yet handled,
+        # so a new loop thread handles them before anything read later.
+        self._loop_lock = threading.Lock()
+        self._inline_since: float | None = None
+        self._handling_router = False
+        self._inbox: collections.deque = collections.deque()
+        self._watch_wake = threading.Event()
+        self._watch_parked = True
+        self._watcher: threading.Thread | None = None
 
     # -- identity --------------------------------------------------------------------
 
@@ -148,6 +190,7 @@ class Node:
             bound = self._bind_in_range(router, host, port, port_range)
         self._router = router
         self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._router_fd = router.getsockopt(zmq.FD)
         self.address = (host, bound)
         log.debug("bound ROUTER at %s", format_endpoint(host, bound))
         return bound
@@ -170,6 +213,9 @@ class Node:
         self._running = True
         self._thread = threading.Thread(target=self._run, name="pyaddprocs-io", daemon=True)
         self._thread.start()
+        if self._router is not None:   # only bound nodes (workers) run calls inline
+            self._watcher = threading.Thread(target=self._watch_inline_calls, name="pyaddprocs-io-watch", daemon=True)
+            self._watcher.start()
 
     def close(self) -> None:
         """Stop the I/O thread and close every socket; queued messages get LINGER_MS to leave."""
@@ -177,6 +223,7 @@ class Node:
             return
         self._running = False
         self._wake()
+        self._watch_wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         for link in list(self._dealers.values()):
@@ -192,8 +239,84 @@ class Node:
         log.debug("node %d closed", self.pid)
 
     def in_io_thread(self) -> bool:
-        """Return True when called on the I/O thread."""
-        return threading.current_thread() is self._thread
+        """Return True when called on the I/O thread, outside an inline call."""
+        return threading.current_thread() is self._thread and self._inline_since is None
+
+    # -- calls run on the I/O thread -------------------------------------------------
+
+    def can_run_inline(self) -> bool:
+        """Return True when a handler may pass the message it handles to ``run_inline``.
+
+        That is on the I/O thread, outside another inline call, while handling a
+        message from the ROUTER socket (messages from DEALER links are handled under
+        their reader lock, which a long call would hold).
+        """
+        return self._handling_router and self.in_io_thread()
+
+    def run_inline(self, function: Callable[..., None], *args: object) -> None:
+        """Run ``function(*args)`` on the I/O thread now, from a message handler.
+
+        Running a short call where its message was read saves two thread wake-ups (to
+        a pool thread and back), about a sixth of a round trip. A call that blocks
+        or runs longer than INLINE_LIMIT must not stall this process's messages, so
+        the watcher thread (or ``step_aside``) then starts a new thread that takes over
+        the I/O loop; this thread finishes the call and ends.
+        """
+        with self._loop_lock:
+            self._inline_since = time.monotonic()
+        if self._watch_parked:
+            self._watch_parked = False
+            self._watch_wake.set()
+        try:
+            function(*args)
+        finally:
+            with self._loop_lock:
+                taken_over = self._thread is not threading.current_thread()
+                if not taken_over:
+                    self._inline_since = None
+        if taken_over:
+            raise _IOLoopTakenOver
+
+    def step_aside(self) -> None:
+        """Hand the I/O loop to a new thread if this thread runs an inline call.
+
+        Blocking waits call this first: a call that waits for a reply must not hold
+        the loop that would read that reply.
+        """
+        if self._inline_since is not None and threading.current_thread() is self._thread:
+            self._take_over(self._inline_since)
+
+    def _take_over(self, since: float) -> None:
+        with self._loop_lock:
+            if self._inline_since != since or not self._running:
+                return   # that call has ended, or the node is closing
+            previous = self._thread
+            self._inline_since = None
+            self._handling_router = False
+            self._thread = threading.Thread(target=self._run, name="pyaddprocs-io", daemon=True)
+            self._thread.start()
+        log.debug("a call on %s runs long; a new thread took over the I/O loop", previous.name)
+
+    def _watch_inline_calls(self) -> None:
+        while self._running:
+            self._watch_wake.wait()
+            self._watch_wake.clear()
+            quiet_checks = 0
+            while self._running and quiet_checks < _WATCH_PARK_AFTER:
+                time.sleep(INLINE_LIMIT)
+                since = self._inline_since
+                if since is None:
+                    quiet_checks += 1
+                    continue
+                quiet_checks = 0
+                if time.monotonic() - since >= INLINE_LIMIT:
+                    self._take_over(since)
+            # Park, then look once more: a call that started before the flag was set
+            # did not wake this thread.
+            self._watch_parked = True
+            if self._inline_since is not None:
+                self._watch_parked = False
+                self._watch_wake.set()
 
     # -- links -----------------------------------------------------------------------
 
@@ -217,6 +340,7 @@ class Node:
 
     def wait_connected(self, peer: int, timeout: float) -> None:
         """Block until the link to ``peer`` is CONNECTED; raise when it fails or times out."""
+        self.step_aside()
         deadline = time.monotonic() + timeout
         table = self.topology
         with table.changed:
@@ -329,38 +453,64 @@ class Node:
     # -- the I/O thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = self._poller
-        poller.register(self._wake_read, zmq.POLLIN)
-        if self._router is not None:
-            poller.register(self._router.getsockopt(zmq.FD), zmq.POLLIN)
-            poller.register(self._router_monitor, zmq.POLLIN)
-        while self._running:
+        me = threading.current_thread()
+        # The first pass does not wait: a thread that takes over the loop finds messages
+        # already read (the inbox) or waiting behind an edge the previous thread consumed.
+        ready: dict = {}
+        while self._running and self._thread is me:
             try:
-                ready = dict(poller.poll(500))
+                self._handle_pass(ready)
+            except _IOLoopTakenOver:
+                break
+            except KeyboardInterrupt:   # meant for an inline call that had just ended
+                log.warning("an interrupt reached the I/O loop of node %d after its call ended", self.pid)
+            except Exception:  # a bug in a handler must not kill the I/O thread
+                log.exception("error while handling input on node %d", self.pid)
+            if not self._running or self._thread is not me:
+                break
+            items, timeout_ms = self._poll_items()
+            try:
+                ready = dict(zmq.zmq_poll(items, timeout_ms))
             except zmq.ZMQError as err:
                 if err.errno == zmq.ETERM:
                     break
                 log.exception("poll failed on node %d", self.pid)
-                continue
-            if self._wake_read in ready or self._queue:
-                self._drain_queue()
-            try:
-                # Every data socket is read on every pass: its FD is edge-triggered, and a
-                # sender on another thread may have consumed the edge.
-                if self._router is not None:
-                    self._read_router()
-                for link in list(self._dealers.values()):
-                    self._read_dealer(link)
-                for sock in ready:
-                    if sock is self._router_monitor:
-                        self._read_router_monitor()
-                    elif not isinstance(sock, int):
-                        link = self._link_of_socket.get(sock)
-                        if link is not None and sock is link.monitor:
-                            self._read_dealer_monitor(link)
-            except Exception:  # a bug in a handler must not kill the I/O thread
-                log.exception("error while handling input on node %d", self.pid)
-        log.debug("I/O thread of node %d stopped", self.pid)
+                ready = {}
+        log.debug("I/O loop of node %d stopped on %s", self.pid, me.name)
+
+    def _handle_pass(self, ready: dict) -> None:
+        if self._wake_read in ready or self._queue:
+            self._drain_queue()
+        # Every data socket is read on every pass: its FD is edge-triggered, and a
+        # sender on another thread may have consumed the edge.
+        if self._router is not None:
+            self._read_router()
+        for link in list(self._dealers.values()):
+            self._read_dealer(link)
+        for sock in ready:
+            if sock is self._router_monitor:
+                self._read_router_monitor()
+            elif not isinstance(sock, int):
+                link = self._link_of_socket.get(sock)
+                if link is not None and sock is link.monitor:
+                    self._read_dealer_monitor(link)
+
+    def _poll_items(self) -> tuple[list, int]:
+        # A socket that a waiting thread is reading (read_until) is left out, so its
+        # reply wakes only that thread; the short timeout then bounds how long a message
+        # that arrives just after that thread stops reading waits for this one.
+        items: list = [(self._wake_read, zmq.POLLIN)]
+        if self._router is not None:
+            items.append((self._router_fd, zmq.POLLIN))
+            items.append((self._router_monitor, zmq.POLLIN))
+        timeout_ms = _IDLE_POLL_MS
+        for link in self._dealers.values():
+            items.append((link.monitor, zmq.POLLIN))
+            if link.reader.locked():
+                timeout_ms = _LEADER_POLL_MS
+            elif link.fd is not None:
+                items.append((link.fd, zmq.POLLIN))
+        return items, timeout_ms
 
     def _drain_queue(self) -> None:
         # Empty the pipe first and only then clear the flag: a sender that still saw the
@@ -391,14 +541,14 @@ class Node:
                 with link.lock:
                     if not link.closed:
                         send_frames(link.socket, frames)
-                        if link.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        if link.socket.getsockopt(_EVENTS) & _POLLIN:
                             self._wake()
                         return
             routing_id = self._routing_ids.get(peer)
             if routing_id is not None and self._router is not None:
                 with self._router_lock:
                     send_frames(self._router, frames, prefix=routing_id)
-                    if self._router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if self._router.getsockopt(_EVENTS) & _POLLIN:
                         self._wake()
                 return
         except zmq.ZMQError as err:
@@ -411,30 +561,94 @@ class Node:
     # handled after the lock is released, because handlers send too.
     def _read_router(self) -> None:
         router = self._router
-        received = []
+        inbox = self._inbox
         with self._router_lock:
-            while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                received.append(router.recv_multipart(zmq.NOBLOCK, copy=False))
-        for parts in received:
-            routing_id = parts[0].bytes
-            peer = self._peer_of_routing_id.get(routing_id)
-            if peer is None:
-                self._accept_hello(routing_id, parts)
-                continue
-            self._dispatch(peer, parts[1:])
+            while router.getsockopt(_EVENTS) & _POLLIN:
+                inbox.append(router.recv_multipart(zmq.NOBLOCK, copy=False))
+        self._handling_router = True
+        try:
+            while inbox:
+                parts = inbox.popleft()
+                routing_id = parts[0].bytes
+                peer = self._peer_of_routing_id.get(routing_id)
+                if peer is None:
+                    self._accept_hello(routing_id, parts)
+                    continue
+                self._dispatch(peer, parts[1:])
+        finally:
+            if self._thread is threading.current_thread():   # else the flag is the new loop's
+                self._handling_router = False
 
-    def _read_dealer(self, link: _DealerLink) -> None:
+    def _read_dealer(self, link: _DealerLink) -> bool:
+        # A thread waiting for a reply may be reading this socket itself (read_until);
+        # then it also handles whatever else arrives there.
+        if not link.reader.acquire(blocking=False):
+            return False
+        try:
+            return self._read_dealer_as_reader(link)
+        finally:
+            link.reader.release()
+
+    def _read_dealer_as_reader(self, link: _DealerLink) -> bool:
         received = []
         with link.lock:
             if link.closed:
-                return
-            while link.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return False
+            while link.socket.getsockopt(_EVENTS) & _POLLIN:
                 received.append(link.socket.recv_multipart(zmq.NOBLOCK, copy=False))
         for parts in received:
             if not link.acknowledged:
                 self._accept_ack(link, parts)
                 continue
             self._dispatch(link.peer, parts)
+        return bool(received)
+
+    def read_until(self, peers: int | Iterable[int], done: Callable[[], bool], timeout: float) -> None:
+        """Read and handle the messages of ``peers`` on this thread until ``done()`` or ``timeout``.
+
+        A thread that waits for replies calls this first: reading a reply itself saves
+        the hand-off from the I/O thread, a thread wake-up per message. Only outgoing
+        links that no other thread is reading take part; without any, or on the I/O
+        thread, this returns at once. Everything read is handled exactly as the I/O
+        thread would handle it, in arrival order per link.
+        """
+        if self.in_io_thread():
+            return
+        links = []
+        for peer in (peers,) if isinstance(peers, int) else peers:
+            link = self._dealers.get(peer)
+            if link is not None and link.fd is not None and link.acknowledged and link.reader.acquire(blocking=False):
+                links.append(link)
+        if not links:
+            return
+        try:
+            watcher = select.poll()
+            for link in links:
+                watcher.register(link.fd, select.POLLIN)
+            deadline = time.monotonic() + timeout
+            while not done():
+                got = False
+                for link in links:
+                    got = self._read_dealer_as_reader(link) or got
+                if got:
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or all(link.closed for link in links):
+                    return
+                # A sender's EVENTS check can consume the descriptor's edge while this
+                # thread is about to wait, so the wait is sliced.
+                watcher.poll(min(remaining, _READ_SLICE) * 1000)
+        finally:
+            for link in links:
+                link.reader.release()
+                # Messages that came in after the last read have lost their edge; the
+                # I/O thread must look.
+                self._wake_if_waiting(link)
+
+    def _wake_if_waiting(self, link: _DealerLink) -> None:
+        with link.lock:
+            if not link.closed and link.socket.getsockopt(_EVENTS) & _POLLIN:
+                self._wake()
 
     def _dispatch(self, peer: int, parts: list[zmq.Frame]) -> None:
         try:
@@ -527,8 +741,6 @@ class Node:
         self._dealers[peer] = link
         self._link_of_socket[monitor] = link
         link.fd = socket.getsockopt(zmq.FD)
-        self._poller.register(link.fd, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
         hello = [Header(MessageKind.HELLO).pack(), self.cookie, _HELLO_BODY.pack(self.pid, PROTOCOL_VERSION)]
         with link.lock:
             send_frames(socket, hello)
@@ -540,11 +752,6 @@ class Node:
             self._close_dealer(link)
 
     def _close_dealer(self, link: _DealerLink) -> None:
-        for registered in (link.fd, link.monitor):
-            try:
-                self._poller.unregister(registered)
-            except KeyError:
-                pass
         self._link_of_socket.pop(link.monitor, None)
         link.monitor.close(linger=0)
         with link.lock:
