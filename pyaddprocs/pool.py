@@ -29,7 +29,7 @@ import cloudpickle
 from transport_zmq import MASTER_PID, MessageKind
 
 from .errors import ProcessExitedError, RemoteException
-from .process_group import get_group
+from .process_group import READ_OWN_REPLY_SECONDS, get_group
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +218,35 @@ def run_task(key: str, function_bytes: bytes | None, args: tuple) -> Any:
     return _cached_function(key, function_bytes)(*args)
 
 
-def run_batch(key: str, function_bytes: bytes | None, batch: list[tuple]) -> list[tuple[bool, Any]]:
-    """Run on a worker: a batch of pmap elements; each outcome is (ok, value or RemoteException)."""
+def run_batch(key: str, function_bytes: bytes | None, batch: list,
+              spread: bool = True) -> tuple[list, dict[int, RemoteException]]:
+    """Run on a worker: a batch of pmap elements, each an argument tuple (``spread``) or one argument.
+
+    Returns the values in order and, by position, the RemoteException of each
+    element that failed (its value slot holds None). Keeping the errors apart lets
+    a batch without errors travel as one plain list, which pickles fastest.
+    """
     from .process_group import get_group as group_of_worker
 
     function = _cached_function(key, function_bytes)
-    outcomes = []
-    for args in batch:
+    values: list = []
+    append = values.append
+    errors: dict[int, RemoteException] = {}
+    while len(values) < len(batch):
         try:
-            outcomes.append((True, function(*args)))
+            # A plain loop, restarted after each failure at the element after it, so
+            # no element runs twice.
+            rest = batch[len(values):] if values else batch
+            if spread:
+                for args in rest:
+                    append(function(*args))
+            else:
+                for argument in rest:
+                    append(function(argument))
         except Exception as err:
-            outcomes.append((False, RemoteException.capture(group_of_worker().myid, err)))
-    return outcomes
+            errors[len(values)] = RemoteException.capture(group_of_worker().myid, err)
+            append(None)
+    return values, errors
 
 
 # -- the master side of pmap ------------------------------------------------------------
@@ -299,7 +316,8 @@ def pmap(f: Callable, *iterables: Iterable, pool: WorkerPool | None = None, dist
         raise TypeError(f"pmap needs a callable, not {f!r}")
     if not iterables:
         raise TypeError("pmap needs at least one iterable")
-    items = list(zip(*iterables))
+    spread = len(iterables) > 1
+    items = list(zip(*iterables)) if spread else list(iterables[0])
     if not items:
         return []
     pool = pool if pool is not None else default_worker_pool()
@@ -307,8 +325,8 @@ def pmap(f: Callable, *iterables: Iterable, pool: WorkerPool | None = None, dist
     size = _batch_size(batch_size, len(items), max(len(pids), 1))
     retry = _Retry(retry_delays, retry_check)
     if not distributed or not pids:
-        return _map_locally(f, items, retry, on_error)
-    return _Dispatcher(f, items, pids, size, retry, on_error, progress).run()
+        return _map_locally(f, items, spread, retry, on_error)
+    return _Dispatcher(f, items, spread, pids, size, retry, on_error, progress).run()
 
 
 def _batch_size(batch_size: int | str, count: int, workers: int) -> int:
@@ -319,13 +337,13 @@ def _batch_size(batch_size: int | str, count: int, workers: int) -> int:
     return batch_size
 
 
-def _map_locally(f: Callable, items: list[tuple], retry: _Retry, on_error: Callable | None) -> list:
+def _map_locally(f: Callable, items: list, spread: bool, retry: _Retry, on_error: Callable | None) -> list:
     results = []
-    for index, args in enumerate(items):
+    for index, element in enumerate(items):
         attempt = 0
         while True:
             try:
-                results.append(f(*args))
+                results.append(f(*element) if spread else f(element))
                 break
             except Exception as err:
                 delay = retry.next_delay(attempt, err, index)
@@ -342,7 +360,7 @@ def _map_locally(f: Callable, items: list[tuple], retry: _Retry, on_error: Calla
 class _Dispatcher:
     """One pmap run over remote workers; see the module docstring."""
 
-    def __init__(self, f, items, pids, batch_size, retry, on_error, progress) -> None:
+    def __init__(self, f, items, spread, pids, batch_size, retry, on_error, progress) -> None:
         self.group = get_group()
         self.items = items
         self.pids = list(pids)
@@ -353,10 +371,12 @@ class _Dispatcher:
         self.function_bytes = cloudpickle.dumps(f)
         self.send_function_always = len(self.function_bytes) < INLINE_FUNCTION_LIMIT
         self.has_function: set[int] = set()
+        # Each message carries a range of element positions: a batch, or one element.
         self.tasks = collections.deque(
-            list(range(start, min(start + batch_size, len(items)))) for start in range(0, len(items), batch_size)
+            range(start, min(start + batch_size, len(items))) for start in range(0, len(items), batch_size)
         )
         self.batched = batch_size > 1
+        self.spread = spread   # elements are argument tuples (several iterables), else one argument
         self.results: list[Any] = [None] * len(items)
         self.attempts: dict[int, int] = collections.defaultdict(int)
         self.delayed: list[tuple[float, int, list[int]]] = []
@@ -377,7 +397,7 @@ class _Dispatcher:
                 raise ProcessExitedError(self.last_lost, "it was the last worker of the pmap pool")
             timeout = self._until_next_retry()
             try:
-                pid, indices, waiter, sent_at = self.completions.get(timeout=timeout)
+                pid, indices, waiter, sent_at = self._next_completion(timeout)
             except queue.Empty:
                 outstanding += self._fill()
                 continue
@@ -394,6 +414,15 @@ class _Dispatcher:
             self._complete(pid, indices, waiter)
             outstanding += self._fill()
         return self.results
+
+    def _next_completion(self, timeout: float | None) -> tuple:
+        completions = self.completions
+        if completions.empty():
+            # Read the workers' replies on this thread while they come quickly: their
+            # callbacks then fill ``completions`` here, with no thread wake-up per reply.
+            lead = READ_OWN_REPLY_SECONDS if timeout is None else min(timeout, READ_OWN_REPLY_SECONDS)
+            self.group.node.read_until(list(self.in_flight), lambda: not completions.empty(), lead)
+        return completions.get(timeout=timeout)
 
     def _until_next_retry(self) -> float | None:
         if not self.delayed:
@@ -430,9 +459,11 @@ class _Dispatcher:
         include = self.send_function_always or pid not in self.has_function
         function_bytes = self.function_bytes if include else None
         if self.batched:
-            function, args = run_batch, (self.key, function_bytes, [self.items[i] for i in indices])
+            batch = self.items[indices.start:indices.stop]
+            function, args = run_batch, (self.key, function_bytes, batch, self.spread)
         else:
-            function, args = run_task, (self.key, function_bytes, self.items[indices[0]])
+            element = self.items[indices.start]
+            function, args = run_task, (self.key, function_bytes, element if self.spread else (element,))
         completions = self.completions
         sent_at = time.monotonic()
         try:
@@ -458,12 +489,19 @@ class _Dispatcher:
             for index in indices:
                 self._fail(index, value)
             return
-        outcomes = value if self.batched else [(True, value)]
-        for index, (ok, result) in zip(indices, outcomes):
-            if ok:
-                self._store(index, result)
+        if not self.batched:
+            self._store(indices.start, value)
+            return
+        values, errors = value
+        if not errors and not self.progress:
+            self.results[indices.start:indices.stop] = values
+            self.finished += len(values)
+            return
+        for position, (index, result) in enumerate(zip(indices, values)):
+            if position in errors:
+                self._fail(index, errors[position])
             else:
-                self._fail(index, result)
+                self._store(index, result)
 
     def _store(self, index: int, value: Any) -> None:
         self.results[index] = value
@@ -479,7 +517,7 @@ class _Dispatcher:
         delay = self.retry.next_delay(attempt, error, index)
         if delay is not None:
             self.attempts[index] = attempt + 1
-            heapq.heappush(self.delayed, (time.monotonic() + delay, index, [index]))
+            heapq.heappush(self.delayed, (time.monotonic() + delay, index, range(index, index + 1)))
             return
         if self.on_error is None:
             raise error
