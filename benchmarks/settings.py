@@ -31,6 +31,9 @@ class Settings:
     latency_calls: int
     latency_seconds: float
     # Throughput: runs of one map over this many tiny tasks, in batches of this size.
+    # The batch size is what multiprocessing.Pool.map picks by default for that many
+    # tasks on 2 workers, ceil(tasks / (4 * 2)), so the batched rows send as many
+    # messages as Pool.map's default chunking does.
     throughput_runs: int
     throughput_tasks: int
     batch_size: int
@@ -56,7 +59,7 @@ class Settings:
 FULL = Settings(
     mode="full",
     latency_runs=5, latency_calls=5000, latency_seconds=15.0,
-    throughput_runs=3, throughput_tasks=10_000, batch_size=100,
+    throughput_runs=3, throughput_tasks=10_000, batch_size=1250,
     transfer_runs=9, array_bytes=ARRAY_BYTES,
     startup_runs=5,
     ssh_runs=3, ssh_hosts=4, ssh_workers_per_host=4,
@@ -67,7 +70,7 @@ FULL = Settings(
 QUICK = Settings(
     mode="quick",
     latency_runs=3, latency_calls=1000, latency_seconds=1.0,
-    throughput_runs=2, throughput_tasks=1000, batch_size=100,
+    throughput_runs=2, throughput_tasks=1000, batch_size=125,
     transfer_runs=5, array_bytes=ARRAY_BYTES,
     startup_runs=2,
     ssh_runs=1, ssh_hosts=4, ssh_workers_per_host=4,
@@ -78,7 +81,7 @@ QUICK = Settings(
 SMOKE = Settings(
     mode="smoke",
     latency_runs=1, latency_calls=20, latency_seconds=0.5,
-    throughput_runs=1, throughput_tasks=40, batch_size=10,
+    throughput_runs=1, throughput_tasks=40, batch_size=5,
     transfer_runs=1, array_bytes=1_000_000,
     startup_runs=1,
     ssh_runs=1, ssh_hosts=1, ssh_workers_per_host=2,
