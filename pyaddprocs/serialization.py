@@ -60,8 +60,15 @@ class _Pickler(cloudpickle.CloudPickler):
         return super().reducer_override(obj)
 
 
+# Values of these types pickle to the same bytes with pickle and cloudpickle, and
+# pickle's C code does it without the Python-level pickler cloudpickle sets up.
+_PLAIN_TYPES = frozenset({int, float, bool, str, type(None), complex})
+
+
 def dumps(obj: Any, destination_pid: int | None = None) -> list:
     """Serialize ``obj`` into frames: the pickle stream, then its out-of-band buffers."""
+    if type(obj) in _PLAIN_TYPES:
+        return [pickle.dumps(obj, protocol=5)]
     buffers: list = []
 
     def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -75,8 +82,12 @@ def dumps(obj: Any, destination_pid: int | None = None) -> list:
         return False
 
     stream = io.BytesIO()
-    with sending_to(destination_pid):
+    previous = getattr(_local, "destination", None)
+    _local.destination = destination_pid
+    try:
         _Pickler(stream, protocol=5, buffer_callback=keep_out_of_band).dump(obj)
+    finally:
+        _local.destination = previous
     return [stream.getbuffer(), *buffers]
 
 
