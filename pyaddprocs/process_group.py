@@ -3,13 +3,16 @@
 One ``ProcessGroup`` exists per process. On the master it is created on first use; on a
 worker, ``pyaddprocs.worker`` creates it before binding.
 
-    caller thread                         I/O thread (transport_zmq.Node)
-    ─────────────                         ───────────────────────────────
+    caller thread                         I/O loop (transport_zmq.Node)
+    ─────────────                         ─────────────────────────────
     call_fetch / send_call ── CALL ──>    ... remote process runs it ...
          │ registers a Waiter             <── RESULT ── on_message: pops the Waiter,
-         └ waits on it <───────────────────────────────  hands it the raw frames
+         └ waits on it: reads the reply        hands it the raw frames
+           itself first (Node.read_until)
                                           ── CALL/CALL_FETCH/REMOTE_DO from a peer ──>
-    CallRunner thread <── submit ─────────  on_message (never runs user code itself)
+    on a worker, from the ROUTER:           on_message runs it on the loop's thread
+         Node.run_inline ──────────────── (the loop moves to a new thread if it blocks)
+    otherwise: CallRunner thread <── submit ── on_message
          └ runs the function, sends RESULT or stores the value in ``refs``
 
 - A Waiter receives the raw frames; the waiting thread unpickles them, so a result

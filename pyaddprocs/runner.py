@@ -6,6 +6,10 @@ fixed-size pool deadlocks as soon as all its threads wait, so this pool starts a
 thread whenever no idle one is available and lets threads beyond ``KEEP_IDLE`` exit
 after ``IDLE_TIMEOUT`` seconds without work.
 
+A worker runs the calls it receives from its ROUTER socket on the I/O loop first
+(``Node.run_inline``) and reaches this pool only for calls that arrive over its
+outgoing links; ``run_here`` marks such an inline call as running for ``interrupt_all``.
+
 ``interrupt_all()`` raises KeyboardInterrupt inside every thread that is running a
 call. CPython delivers it at the next bytecode boundary, so a call blocked inside C
 code (a sleep, a lock, a socket read) sees it only when that returns.

@@ -3,7 +3,7 @@
     launcher ── cookie line on stdin ──> worker binds its ROUTER socket
     launcher <── "pyaddprocs_worker:PORT#ADDR" on stdout ── worker
     master ══ HELLO (cookie), then JOIN ══> worker: now pid N
-    master ══ calls ══> I/O thread ──> CallRunner threads run them concurrently
+    master ══ calls ══> I/O loop runs each; a call that blocks gets the loop moved to a new thread
     worker stdout and stderr (fd 1 and 2, so child processes too) ──> master's stdout
 
 The worker exits when:

@@ -1,33 +1,43 @@
-"""One process's endpoint in the cluster: its sockets, its I/O thread and its links.
+"""One process's endpoint in the cluster: its sockets, its I/O loop and its links.
 
 Data flow inside one process:
 
     any thread ── Node.send ── socket lock ──> DEALER or ROUTER ══ TCP ══> peer
     peers ══ TCP ══> ROUTER (bound, workers only) ──┐
-    peers ══ TCP ══> DEALER per outgoing connection ┼─ FDs polled ─> I/O thread ─> handler.on_message
+    peers ══ TCP ══> DEALER per outgoing connection ┼─ FDs polled ─> I/O loop ─> handler.on_message
                      monitor sockets ───────────────┘  (peer lost) ─> handler.on_peer_lost
-    any thread ── commands (open, close a link) ── deque + wake-up pipe ──> I/O thread
+    any thread ── commands (open, close a link) ── deque + wake-up pipe ──> I/O loop
+    waiting thread ── read_until ── reads its peer's DEALER itself ─> handler.on_message
 
 - A connection is one DEALER (the connecting side) to one ROUTER (the bound side) and
   carries traffic both ways. The master binds nothing and connects to every worker; a
   worker connects to a peer only when it is the higher pid of a pair the topology links.
 - ZeroMQ sockets are not thread-safe, so every use of a data socket happens under that
-  socket's lock. A thread that sends does so itself, instead of handing the message to
-  the I/O thread: each hand-off is a thread wake-up, and with two per call (master and
-  worker) they were a third of a call's round trip. The I/O thread waits on the
-  sockets' ZMQ_FD descriptors with the lock released. That descriptor is
-  edge-triggered and a send can consume its edge, so after sending, a thread checks
-  ZMQ_EVENTS and wakes the I/O thread through the pipe when messages are waiting.
-- Sockets are created, connected and closed only on the I/O thread; other threads
-  queue those steps as commands.
+  socket's lock. Each hand-off between threads is a wake-up that costs, under the GIL on
+  2 CPUs, about 30 to 60 µs, against a raw pyzmq round trip of about 180 µs. So the
+  path of a call avoids them where it can:
+  - a thread that sends does so itself, under the socket's lock;
+  - a thread that waits for a reply reads its peer's DEALER socket itself for a short
+    while (``read_until``); the I/O loop leaves a socket out of its poll set while a
+    thread reads it, so the reply wakes only that thread;
+  - a handler may run a call on the I/O loop's thread where its message was read
+    (``run_inline``). When that call blocks or runs long, a watcher thread starts a
+    new thread that takes over the loop, and the old one ends after the call. Messages
+    read but not yet handled wait in ``_inbox``, so the new thread handles them first.
+- ZMQ_FD is edge-triggered and a send or a read on another thread can consume its edge,
+  so every pass of the loop reads every socket it polls, and a thread that stops reading
+  or sending checks ZMQ_EVENTS and wakes the loop through the pipe when messages wait.
+- Sockets are created, connected and closed only by the I/O loop; other threads queue
+  those steps as commands.
 - The first message on every connection is HELLO with the cluster cookie. The ROUTER
   side drops every message from a routing id that has not proved the cookie, without
   looking at its payload, so nothing unauthenticated reaches the layer above.
 - Liveness: ZMTP heartbeats (see sockets.py) plus socket monitors. A DEALER reports its
   own disconnect; on the ROUTER the monitor reports the file descriptor, which is
   matched to the peer through the descriptor recorded from its HELLO message.
-- ``handler.on_message`` runs on the I/O thread and must not block: the layer above
-  hands real work to other threads.
+- ``handler.on_message`` runs on the I/O loop or on a thread in ``read_until``, one at a
+  time per socket and in arrival order, and must not block; ``run_inline`` is the one
+  way to run longer work there.
 """
 
 from __future__ import annotations
