@@ -46,7 +46,7 @@ from transport_zmq import (
 from .errors import ProcessExitedError, RemoteException
 from .refs import RefStore
 from .runner import CallRunner
-from .serialization import dumps, loads
+from .serialization import dumps, dumps_call, loads
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class ProcessGroup:
         miss a fast reply; it runs on the I/O thread and must not block.
         """
         try:
-            payload = dumps((function, args, kwargs), destination_pid=pid)
+            payload = dumps_call(function, args, kwargs, destination_pid=pid)
         except Exception as err:
             raise TypeError(
                 f"could not serialize the call of {getattr(function, '__qualname__', function)!s} "
