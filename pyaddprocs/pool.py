@@ -29,7 +29,7 @@ import cloudpickle
 from transport_zmq import MASTER_PID, MessageKind
 
 from .errors import ProcessExitedError, RemoteException
-from .process_group import READ_OWN_REPLY_SECONDS, get_group
+from .process_group import get_group
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # NOTE: a worker runs incoming calls concurrently, so these messages also run as up to
 # that many threads at once on each worker.
 DEPTH = 2
+# Seconds the dispatcher reads its workers' links at a stretch before it looks at its
+# retry timers again.
+_READ_CHUNK = 0.5
 DEEP_DEPTH = 16
 SHORT_TASK_SECONDS = 0.002
 # Function bytes up to this size go with every task; larger ones only with the first
@@ -390,6 +393,15 @@ class _Dispatcher:
         self.interval_seconds = 0.0
 
     def run(self) -> list:
+        node = self.group.node
+        claimed, held = node.claim_readers(self.pids)
+        self.links = claimed + held
+        try:
+            return self._run()
+        finally:
+            node.release_readers(claimed)
+
+    def _run(self) -> list:
         outstanding = 0
         outstanding += self._fill()
         while outstanding or self.tasks or self.delayed:
@@ -416,13 +428,21 @@ class _Dispatcher:
         return self.results
 
     def _next_completion(self, timeout: float | None) -> tuple:
+        # While it runs, the dispatcher is the only reader of its workers' links: their
+        # replies' callbacks then fill ``completions`` on this thread, with no thread
+        # wake-up per reply. So it must read whenever it waits.
         completions = self.completions
-        if completions.empty():
-            # Read the workers' replies on this thread while they come quickly: their
-            # callbacks then fill ``completions`` here, with no thread wake-up per reply.
-            lead = READ_OWN_REPLY_SECONDS if timeout is None else min(timeout, READ_OWN_REPLY_SECONDS)
-            self.group.node.read_until(list(self.in_flight), lambda: not completions.empty(), lead)
-        return completions.get(timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.links and not all(link.closed for link in self.links):
+            try:
+                return completions.get_nowait()
+            except queue.Empty:
+                pass
+            remaining = _READ_CHUNK if deadline is None else min(deadline - time.monotonic(), _READ_CHUNK)
+            if remaining <= 0:
+                raise queue.Empty
+            self.group.node.read_claimed(self.links, lambda: not completions.empty(), remaining)
+        return completions.get(timeout=None if deadline is None else max(deadline - time.monotonic(), 0))
 
     def _until_next_retry(self) -> float | None:
         if not self.delayed:

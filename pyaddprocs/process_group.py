@@ -127,7 +127,6 @@ class Waiter:
             return True
         node = self._node
         if node is not None:
-            node.step_aside()
             lead = READ_OWN_REPLY_SECONDS if timeout is None else min(max(timeout, 0), READ_OWN_REPLY_SECONDS)
             started = time.monotonic()
             node.read_until(self.pid, self.done, lead)

@@ -82,3 +82,45 @@ def test_julia_style_retry_check(cluster_workers):
 
     assert results == [1.0, "failed", 0.5]
     assert seen_states == [None, 1]
+
+
+# While pmap runs, its thread is the only reader of its workers' links; these check that
+# nothing waiting on those links from the same or another thread is left unread.
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_on_error_may_call_the_pool_workers(cluster_workers, batch_size):
+    def ask_a_worker(error):
+        return remotecall_fetch(power, cluster_workers[0], 3)
+
+    results = pmap(worker_functions.reciprocal_or_fail, [1, 0, 2, 0], on_error=ask_a_worker,
+                   batch_size=batch_size)
+
+    assert results == [1.0, 9, 0.5, 9]
+
+
+def test_on_error_may_run_a_nested_pmap(cluster_workers):
+    def nested(error):
+        return sum(pmap(power, range(4)))
+
+    results = pmap(worker_functions.reciprocal_or_fail, [0, 4], on_error=nested)
+
+    assert results == [14, 0.25]
+
+
+def test_other_threads_call_the_workers_while_pmap_runs(cluster_workers):
+    import threading
+
+    answers: list = []
+
+    def call_repeatedly():
+        for index in range(50):
+            answers.append(remotecall_fetch(power, cluster_workers[index % 2], index))
+
+    caller = threading.Thread(target=call_repeatedly)
+    caller.start()
+    mapped = pmap(worker_functions.sleep_then_return, [0.002] * 200, range(200))
+    caller.join(timeout=60)
+
+    assert not caller.is_alive()
+    assert mapped == list(range(200))
+    assert answers == [index * index for index in range(50)]

@@ -119,6 +119,7 @@ class _DealerLink:
         # Held by the one thread that reads and dispatches this socket's messages, from
         # the read until the last of them is handled, so messages are handled in order.
         self.reader = threading.Lock()
+        self.reader_owner: int | None = None   # thread ident, while a thread outside the I/O loop reads
         self.closed = False
         self.fd: int | None = None     # the socket's ZMQ_FD, polled by the I/O thread
 
@@ -622,38 +623,67 @@ class Node:
         thread, this returns at once. Everything read is handled exactly as the I/O
         thread would handle it, in arrival order per link.
         """
-        if self.in_io_thread():
-            return
-        links = []
-        for peer in (peers,) if isinstance(peers, int) else peers:
-            link = self._dealers.get(peer)
-            if link is not None and link.fd is not None and link.acknowledged and link.reader.acquire(blocking=False):
-                links.append(link)
-        if not links:
+        claimed, held = self.claim_readers(peers)
+        if not claimed and not held:
             return
         try:
-            watcher = select.poll()
-            for link in links:
-                watcher.register(link.fd, select.POLLIN)
-            deadline = time.monotonic() + timeout
-            while not done():
-                got = False
-                for link in links:
-                    got = self._read_dealer_as_reader(link) or got
-                if got:
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or all(link.closed for link in links):
-                    return
-                # A sender's EVENTS check can consume the descriptor's edge while this
-                # thread is about to wait, so the wait is sliced.
-                watcher.poll(min(remaining, _READ_SLICE) * 1000)
+            self.read_claimed(claimed + held, done, timeout)
         finally:
+            self.release_readers(claimed)
+
+    def claim_readers(self, peers: int | Iterable[int]) -> tuple[list[_DealerLink], list[_DealerLink]]:
+        """Make this thread the only reader of the outgoing links to ``peers``.
+
+        Returns the links claimed now and the links this thread was already reading
+        (a nested wait); only the first go to ``release_readers``. Links that another
+        thread reads, that are not acknowledged yet, or that do not exist are left out.
+        Until the release nobody else reads the claimed links, so this thread must call
+        ``read_claimed`` whenever it waits. A thread running an inline call steps aside
+        first, since it is about to wait.
+        """
+        self.step_aside()
+        if self.in_io_thread():
+            return [], []
+        me = threading.get_ident()
+        claimed, held = [], []
+        for peer in (peers,) if isinstance(peers, int) else peers:
+            link = self._dealers.get(peer)
+            if link is None or link.fd is None or not link.acknowledged:
+                continue
+            if link.reader_owner == me:
+                held.append(link)
+            elif link.reader.acquire(blocking=False):
+                link.reader_owner = me
+                claimed.append(link)
+        return claimed, held
+
+    def read_claimed(self, links: list[_DealerLink], done: Callable[[], bool], timeout: float) -> None:
+        """Read and handle the messages of claimed ``links`` until ``done()``, ``timeout``, or all are closed."""
+        watcher = select.poll()
+        for link in links:
+            watcher.register(link.fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not done():
+            got = False
             for link in links:
-                link.reader.release()
-                # Messages that came in after the last read have lost their edge; the
-                # I/O thread must look.
-                self._wake_if_waiting(link)
+                got = self._read_dealer_as_reader(link) or got
+            if got:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or all(link.closed for link in links):
+                return
+            # A sender's EVENTS check can consume the descriptor's edge while this
+            # thread is about to wait, so the wait is sliced.
+            watcher.poll(min(remaining, _READ_SLICE) * 1000)
+
+    def release_readers(self, links: list[_DealerLink]) -> None:
+        """Give the reading of ``links`` back to the I/O thread."""
+        for link in links:
+            link.reader_owner = None
+            link.reader.release()
+            # Messages that came in after the last read have lost their edge; the I/O
+            # thread must look.
+            self._wake_if_waiting(link)
 
     def _wake_if_waiting(self, link: _DealerLink) -> None:
         with link.lock:
