@@ -5,10 +5,12 @@
 - Functions, lambdas and closures from ``__main__`` travel by value (cloudpickle);
   functions of importable modules travel by reference and must be importable on the
   receiving process.
-- Buffers of ``BUFFER_THRESHOLD`` bytes or more (NumPy arrays, ``bytearray``, large
-  ``bytes``) leave the pickle stream as separate frames, which the transport sends
-  without copying. On the receiving side a NumPy array is built on the ZeroMQ frame's
-  own memory, which is writable.
+- Buffers of ``BUFFER_THRESHOLD`` bytes or more (NumPy arrays, ``bytearray``) leave
+  the pickle stream as separate frames, which the transport sends without copying. On
+  the receiving side a NumPy array is built on the ZeroMQ frame's own memory, which is
+  writable. Large ``bytes`` leave the stream too when they are the whole value (a
+  result, for example); inside a container they are copied into the stream, because
+  pickle writes ``bytes`` itself without asking the pickler's ``reducer_override``.
 - ``destination()`` tells reducers (``Future``, ``RemoteChannel``) which process the
   object is being sent to, so they can register that process with the value's owner.
 """
@@ -53,13 +55,16 @@ def _bytes_from_buffer(buffer) -> bytes:
     return bytes(buffer)
 
 
-class _Pickler(cloudpickle.CloudPickler):
-    """cloudpickle's pickler that also moves large ``bytes`` out of band."""
+class _OutOfBandBytes:
+    """A large ``bytes`` value that pickles as an out-of-band buffer (protocol 5)."""
 
-    def reducer_override(self, obj):
-        if type(obj) is bytes and len(obj) >= BUFFER_THRESHOLD:
-            return _bytes_from_buffer, (pickle.PickleBuffer(obj),)
-        return super().reducer_override(obj)
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: int):
+        return _bytes_from_buffer, (pickle.PickleBuffer(self.data),)
 
 
 # Values of these types pickle to the same bytes with pickle and cloudpickle, and
@@ -73,8 +78,10 @@ _PICKLED_BY_VALUE = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES",
 
 def dumps(obj: Any, destination_pid: int | None = None) -> list:
     """Serialize ``obj`` into frames: the pickle stream, then its out-of-band buffers."""
-    if type(obj) in _PLAIN_TYPES:
+    if _is_plain(obj):
         return [pickle.dumps(obj, protocol=5)]
+    if type(obj) is bytes:   # large, else it would be plain
+        obj = _OutOfBandBytes(obj)
     buffers: list = []
 
     def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -91,7 +98,7 @@ def dumps(obj: Any, destination_pid: int | None = None) -> list:
     previous = getattr(_local, "destination", None)
     _local.destination = destination_pid
     try:
-        _Pickler(stream, protocol=5, buffer_callback=keep_out_of_band).dump(obj)
+        cloudpickle.CloudPickler(stream, protocol=5, buffer_callback=keep_out_of_band).dump(obj)
     finally:
         _local.destination = previous
     return [stream.getbuffer(), *buffers]
@@ -126,10 +133,15 @@ def _by_reference(function: Any) -> bool:
 
 def _plain_arguments(args: tuple, kwargs: dict) -> bool:
     for value in args:
-        kind = type(value)
-        if kind not in _PLAIN_TYPES and not (kind is tuple and all(type(item) in _PLAIN_TYPES for item in value)):
+        if not _is_plain(value) and not (type(value) is tuple and all(_is_plain(item) for item in value)):
             return False
-    return all(type(value) in _PLAIN_TYPES for value in kwargs.values())
+    return all(_is_plain(value) for value in kwargs.values())
+
+
+def _is_plain(value: Any) -> bool:
+    # Small bytes stay in band in both picklers; large ones go out of band in ours.
+    kind = type(value)
+    return kind in _PLAIN_TYPES or (kind is bytes and len(value) < BUFFER_THRESHOLD)
 
 
 def loads(frames: Sequence) -> Any:

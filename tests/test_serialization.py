@@ -17,6 +17,7 @@ from tests.worker_functions import identity, power
     ((2, 10), {"modulus": 7}),
     (("text", None, 1.5, True, 2j), {}),
     (("key", None, (1, "a")), {}),
+    (("key", b"function bytes", (1,)), {}),
 ])
 def test_call_of_module_function_with_plain_arguments_matches_cloudpickle(args, kwargs):
     frames = dumps_call(power, args, kwargs)
@@ -46,8 +47,15 @@ def test_module_registered_for_pickling_by_value_is_respected():
     assert len(bytes(frames[0])) > len(pickle.dumps((identity, (1,), {}), protocol=5))
 
 
-@pytest.mark.parametrize("value", [0, -7, 2**80, 1.25, "naïve", "", None, True, 3 + 4j])
+@pytest.mark.parametrize("value", [0, -7, 2**80, 1.25, "naïve", "", None, True, 3 + 4j, b"small"])
 def test_plain_values_round_trip(value):
     frames = dumps(value)
     assert bytes(frames[0]) == cloudpickle.dumps(value, protocol=5)
+    assert loads(frames) == value
+
+
+def test_large_bytes_still_leave_the_pickle_stream():
+    value = bytes(200_000)
+    frames = dumps(value)
+    assert len(frames) == 2 and memoryview(frames[1]).nbytes == len(value)
     assert loads(frames) == value
