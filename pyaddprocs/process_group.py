@@ -62,6 +62,8 @@ CONTROL_DEL_CLIENT = "del_client"
 # to the I/O thread and sleeps (seconds).
 READ_OWN_REPLY_SECONDS = 0.02
 
+_ERROR_FLAG = int(ResultFlag.ERROR)   # a plain int: IntFlag arithmetic is slow on the reply path
+
 _COOKIE_ALPHABET = string.ascii_letters + string.digits
 COOKIE_LENGTH = 32
 
@@ -148,7 +150,7 @@ class Waiter:
         if self.error is not None:
             return self.error, True
         value = loads(self.frames)
-        return value, bool(self.flags & ResultFlag.ERROR)
+        return value, bool(self.flags & _ERROR_FLAG)
 
 
 _caller = threading.local()

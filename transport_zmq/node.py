@@ -552,7 +552,9 @@ class Node:
                 with link.lock:
                     if not link.closed:
                         send_frames(link.socket, frames)
-                        if link.socket.getsockopt(_EVENTS) & _POLLIN:
+                        # A thread that reads this link itself (claim_readers) finds the
+                        # messages within its next slice; the I/O thread could not read them.
+                        if link.reader_owner is None and link.socket.getsockopt(_EVENTS) & _POLLIN:
                             self._wake()
                         return
             routing_id = self._routing_ids.get(peer)
