@@ -120,6 +120,7 @@ class _DealerLink:
         # the read until the last of them is handled, so messages are handled in order.
         self.reader = threading.Lock()
         self.reader_owner: int | None = None   # thread ident, while a thread outside the I/O loop reads
+        self.watcher: select.poll | None = None  # used by the reader thread only
         self.closed = False
         self.fd: int | None = None     # the socket's ZMQ_FD, polled by the I/O thread
 
@@ -661,9 +662,16 @@ class Node:
 
     def read_claimed(self, links: list[_DealerLink], done: Callable[[], bool], timeout: float) -> None:
         """Read and handle the messages of claimed ``links`` until ``done()``, ``timeout``, or all are closed."""
-        watcher = select.poll()
-        for link in links:
-            watcher.register(link.fd, select.POLLIN)
+        if len(links) == 1:
+            # The common case, one reply awaited: the link keeps its poll object.
+            watcher = links[0].watcher
+            if watcher is None:
+                watcher = links[0].watcher = select.poll()
+                watcher.register(links[0].fd, select.POLLIN)
+        else:
+            watcher = select.poll()
+            for link in links:
+                watcher.register(link.fd, select.POLLIN)
         deadline = time.monotonic() + timeout
         while not done():
             got = False
