@@ -306,7 +306,7 @@ class ProcessGroup:
                 # Created here, in arrival order, so a fetch that follows the call finds it.
                 self.refs.lookup(header.response, create=True, client=header.response[0])
             if self.node.can_run_inline():
-                self.runner.run_here(self.node.run_inline, self._run_call, peer, header, frames)
+                self.node.run_inline(self._run_call, peer, header, frames)
             else:
                 self.runner.submit(self._run_call, peer, header, frames)
         elif kind == MessageKind.CONTROL:
@@ -354,9 +354,18 @@ class ProcessGroup:
 
     def execute_call(self, function: Callable, args: tuple, kwargs: dict) -> tuple[Any, bool]:
         """Run a function as a remote call would; return (value or RemoteException, is_error)."""
+        runner = self.runner
+        token = runner.enter_call()
         try:
-            return function(*args, **kwargs), False
+            try:
+                value = function(*args, **kwargs)
+            finally:
+                runner.leave_call(token)
+            return value, False
         except BaseException as err:
+            # An interrupt can land inside leave_call before it has done its work; a
+            # second leave_call finishes it.
+            runner.leave_call(token)
             if isinstance(err, RemoteException) and getattr(function, "_pyaddprocs_passthrough", False):
                 return err, True
             return RemoteException.capture(self.myid, err, skip_frames=1), True

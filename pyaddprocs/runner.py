@@ -8,11 +8,15 @@ after ``IDLE_TIMEOUT`` seconds without work.
 
 A worker runs the calls it receives from its ROUTER socket on the I/O loop first
 (``Node.run_inline``) and reaches this pool only for calls that arrive over its
-outgoing links; ``run_here`` marks such an inline call as running for ``interrupt_all``.
+outgoing links.
 
-``interrupt_all()`` raises KeyboardInterrupt inside every thread that is running a
-call. CPython delivers it at the next bytecode boundary, so a call blocked inside C
-code (a sleep, a lock, a socket read) sees it only when that returns.
+``interrupt_all()`` raises KeyboardInterrupt inside every thread that is running the
+user code of a call, between ``enter_call`` and ``leave_call``. CPython delivers it at
+the next bytecode boundary, so a call blocked inside C code (a sleep, a lock, a socket
+read) sees it only when that returns. ``leave_call`` withdraws an interrupt that has
+not landed yet, under the same lock ``interrupt_all`` takes, so none can land later in
+the code that sends the reply (a KeyboardInterrupt there would lose the reply or
+leave half a message in the socket).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import threading
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+_set_async_exception = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
 KEEP_IDLE = 4
 IDLE_TIMEOUT = 30.0
@@ -40,7 +46,7 @@ class CallRunner:
         self._lock = threading.Lock()
         self._idle = 0
         self._threads = 0
-        self._running: dict[int, bool] = {}   # thread ident -> running a call now
+        self._running: dict[int, set] = {}   # thread ident -> tokens of the calls it runs now
         self._closed = False
 
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
@@ -56,14 +62,28 @@ class CallRunner:
             log.warning("%d threads are running calls at once on this process", count)
         threading.Thread(target=self._serve, name=f"{self._name}-{count}", daemon=True).start()
 
-    def run_here(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` on this thread as a call, so ``interrupt_all`` reaches it."""
+    def enter_call(self) -> object:
+        """Mark this thread as running a call's user code; return the token for ``leave_call``."""
+        token = object()
+        with self._lock:
+            self._running.setdefault(threading.get_ident(), set()).add(token)
+        return token
+
+    def leave_call(self, token: object) -> None:
+        """Undo ``enter_call``; calling it twice with one token is harmless.
+
+        When the thread's last call leaves, an interrupt that has not landed yet is
+        withdrawn.
+        """
         ident = threading.get_ident()
-        self._running[ident] = True
-        try:
-            function(*args)
-        finally:
-            self._running[ident] = False
+        with self._lock:
+            tokens = self._running.get(ident)
+            if tokens is None:
+                return
+            tokens.discard(token)
+            if not tokens:
+                del self._running[ident]
+                _set_async_exception(ctypes.c_ulong(ident), None)   # NULL clears a pending one
 
     def _serve(self) -> None:
         ident = threading.get_ident()
@@ -77,24 +97,20 @@ class CallRunner:
                         self._threads -= 1
                         return
                 continue
-            self._running[ident] = True
             try:
                 function(*args)
             except BaseException:  # the call wrapper reports errors; this is a last resort
                 log.exception("uncaught error in %s", getattr(function, "__name__", function))
-            finally:
-                self._running[ident] = False
             with self._lock:
                 self._idle += 1
 
     def interrupt_all(self, exclude: int | None = None) -> int:
         """Raise KeyboardInterrupt in every thread running a call but ``exclude``; return how many."""
         count = 0
-        for ident, busy in list(self._running.items()):
-            if busy and ident != exclude:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
-                )
-                count += 1
+        with self._lock:
+            for ident in self._running:
+                if ident != exclude:
+                    _set_async_exception(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+                    count += 1
         log.info("interrupted %d running calls", count)
         return count

@@ -72,3 +72,20 @@ def test_interrupt_reaches_a_call_on_the_io_thread(spawn_workers):
         future.fetch(timeout=RESULT_TIMEOUT)
     assert isinstance(raised.value.exc, KeyboardInterrupt)
     assert remotecall_fetch(pyaddprocs.myid, pid) == pid
+
+
+def test_interrupts_never_lose_a_reply(spawn_workers):
+    # An interrupt that arrives as a call ends must not land in the code that sends
+    # the reply: every call answers, with its value or with KeyboardInterrupt.
+    [pid] = spawn_workers(1)
+    answered = 0
+    for _ in range(60):
+        future = remotecall(wf.spin, pid, 0.003)
+        pyaddprocs.interrupt(pid)
+        try:
+            future.fetch(timeout=RESULT_TIMEOUT)
+        except RemoteException as error:
+            assert isinstance(error.exc, KeyboardInterrupt)
+        answered += 1
+    assert answered == 60
+    assert remotecall_fetch(pyaddprocs.myid, pid) == pid
