@@ -388,18 +388,31 @@ class _Dispatcher:
         self.finished = 0
         self.last_report = 0.0
         self.last_lost = self.pids[-1]   # the worker lost last, named when none is left
+        self.claimed: list = []           # links this dispatcher reads (see run)
+        self.links: list = []             # those plus links an outer wait of this thread reads
         self.last_completion: dict[int, float] = {}   # pid -> when its last message finished
         self.intervals = 0                # back-to-back completions measured, and their sum
         self.interval_seconds = 0.0
 
     def run(self) -> list:
-        node = self.group.node
-        claimed, held = node.claim_readers(self.pids)
-        self.links = claimed + held
+        self._claim_links()
         try:
             return self._run()
         finally:
-            node.release_readers(claimed)
+            self._release_links()
+
+    # While it runs, the dispatcher is the only reader of its workers' links: their
+    # replies' callbacks then fill ``completions`` on this thread, with no thread wake-up
+    # per reply. It must therefore read whenever it waits, and it gives the links back
+    # while user code (retry_check, on_error) runs, which may take long or wait itself.
+
+    def _claim_links(self) -> None:
+        self.claimed, held = self.group.node.claim_readers(self.pids)
+        self.links = self.claimed + held
+
+    def _release_links(self) -> None:
+        self.group.node.release_readers(self.claimed)
+        self.claimed, self.links = [], []
 
     def _run(self) -> list:
         outstanding = 0
@@ -428,11 +441,10 @@ class _Dispatcher:
         return self.results
 
     def _next_completion(self, timeout: float | None) -> tuple:
-        # While it runs, the dispatcher is the only reader of its workers' links: their
-        # replies' callbacks then fill ``completions`` on this thread, with no thread
-        # wake-up per reply. So it must read whenever it waits.
         completions = self.completions
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.links:
+            self._claim_links()
         while self.links and not all(link.closed for link in self.links):
             try:
                 return completions.get_nowait()
@@ -533,6 +545,7 @@ class _Dispatcher:
                 print(f"pmap: {self.finished}/{len(self.items)} done", file=sys.stderr, flush=True)
 
     def _fail(self, index: int, error: BaseException) -> None:
+        self._release_links()
         attempt = self.attempts[index]
         delay = self.retry.next_delay(attempt, error, index)
         if delay is not None:

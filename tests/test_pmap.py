@@ -124,3 +124,49 @@ def test_other_threads_call_the_workers_while_pmap_runs(cluster_workers):
     assert not caller.is_alive()
     assert mapped == list(range(200))
     assert answers == [index * index for index in range(50)]
+
+
+def test_on_error_running_does_not_block_other_threads(cluster_workers):
+    import threading
+
+    answered = threading.Event()
+
+    def call_a_worker():
+        remotecall_fetch(power, cluster_workers[1], 2)
+        answered.set()
+
+    def on_error(error):
+        # The other thread's call must get its reply while this handler still runs.
+        caller = threading.Thread(target=call_a_worker)
+        caller.start()
+        caller.join(timeout=30)
+        return answered.is_set()
+
+    results = pmap(worker_functions.reciprocal_or_fail, [0, 1], on_error=on_error)
+
+    assert results == [True, 1.0]
+
+
+def test_pmap_does_not_spin_after_a_worker_dies(spawn_workers):
+    import os
+    import signal
+
+    pids = spawn_workers(2)
+    victim = remotecall_fetch(os.getpid, pids[0])
+
+    def kill_then_sleep(value):
+        if value == 0:
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.1)
+        return value
+
+    started_cpu = time.process_time()
+    started = time.monotonic()
+    results = pmap(kill_then_sleep, range(40), on_error=lambda error: None)
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - started_cpu
+
+    assert len(results) == 40
+    # A poll on the dead link's closed descriptor returned at once and kept a CPU busy
+    # for the rest of the map; waiting for sleeping workers needs almost none.
+    assert cpu < 0.3 * elapsed + 0.3, (cpu, elapsed)

@@ -662,29 +662,40 @@ class Node:
 
     def read_claimed(self, links: list[_DealerLink], done: Callable[[], bool], timeout: float) -> None:
         """Read and handle the messages of claimed ``links`` until ``done()``, ``timeout``, or all are closed."""
-        if len(links) == 1:
-            # The common case, one reply awaited: the link keeps its poll object.
-            watcher = links[0].watcher
-            if watcher is None:
-                watcher = links[0].watcher = select.poll()
-                watcher.register(links[0].fd, select.POLLIN)
-        else:
-            watcher = select.poll()
-            for link in links:
-                watcher.register(link.fd, select.POLLIN)
+        open_links = [link for link in links if not link.closed]
+        watcher = self._watcher_for(open_links)
         deadline = time.monotonic() + timeout
-        while not done():
+        while open_links and not done():
             got = False
-            for link in links:
+            for link in open_links:
                 got = self._read_dealer_as_reader(link) or got
             if got:
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or all(link.closed for link in links):
+            if remaining <= 0:
                 return
+            if any(link.closed for link in open_links):
+                # A closed socket's descriptor would make every poll return at once.
+                open_links = [link for link in open_links if not link.closed]
+                watcher = self._watcher_for(open_links)
+                continue
             # A sender's EVENTS check can consume the descriptor's edge while this
             # thread is about to wait, so the wait is sliced.
             watcher.poll(min(remaining, _READ_SLICE) * 1000)
+
+    @staticmethod
+    def _watcher_for(links: list[_DealerLink]) -> select.poll:
+        if len(links) == 1:
+            # The common case, one reply awaited: the link keeps its poll object.
+            link = links[0]
+            if link.watcher is None:
+                link.watcher = select.poll()
+                link.watcher.register(link.fd, select.POLLIN)
+            return link.watcher
+        watcher = select.poll()
+        for link in links:
+            watcher.register(link.fd, select.POLLIN)
+        return watcher
 
     def release_readers(self, links: list[_DealerLink]) -> None:
         """Give the reading of ``links`` back to the I/O thread."""
