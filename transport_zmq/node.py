@@ -669,11 +669,11 @@ class Node:
             got = False
             for link in open_links:
                 got = self._read_dealer_as_reader(link) or got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:   # also while messages keep coming: the caller has a timeout
+                return
             if got:
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
             if any(link.closed for link in open_links):
                 # A closed socket's descriptor would make every poll return at once.
                 open_links = [link for link in open_links if not link.closed]
