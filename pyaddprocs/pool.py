@@ -407,8 +407,8 @@ class _Dispatcher:
     # while user code (retry_check, on_error) runs, which may take long or wait itself.
 
     def _claim_links(self) -> None:
-        self.claimed, held = self.group.node.claim_readers(self.pids)
-        self.links = self.claimed + held
+        self.claimed, already_reading = self.group.node.claim_readers(self.pids)
+        self.links = self.claimed + already_reading
 
     def _release_links(self) -> None:
         self.group.node.release_readers(self.claimed)

@@ -13,7 +13,7 @@ outgoing links.
 ``interrupt_all()`` raises KeyboardInterrupt inside every thread that is running the
 user code of a call, between ``enter_call`` and ``leave_call``. CPython delivers it at
 the next bytecode boundary, so a call blocked inside C code (a sleep, a lock, a socket
-read) sees it only when that returns. ``leave_call`` withdraws an interrupt that has
+read) receives it only when that returns. ``leave_call`` withdraws an interrupt that has
 not landed yet, under the same lock ``interrupt_all`` takes, so none can land later in
 the code that sends the reply (a KeyboardInterrupt there would lose the reply or
 leave half a message in the socket).
@@ -86,7 +86,6 @@ class CallRunner:
                 _set_async_exception(ctypes.c_ulong(ident), None)   # NULL clears a pending one
 
     def _serve(self) -> None:
-        ident = threading.get_ident()
         while True:
             try:
                 function, args = self._tasks.get(timeout=IDLE_TIMEOUT)

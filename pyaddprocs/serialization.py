@@ -71,8 +71,8 @@ class _OutOfBandBytes:
 # pickle's C code does it without the Python-level pickler cloudpickle sets up.
 _PLAIN_TYPES = frozenset({int, float, bool, str, type(None), complex})
 _FunctionType = types.FunctionType
-# Modules registered with cloudpickle.register_pickle_by_value; while there are any,
-# every call takes cloudpickle's path, which knows the packages they cover.
+# Modules registered with cloudpickle.register_pickle_by_value. While there are any,
+# every call takes cloudpickle's path, which also covers their submodules.
 _PICKLED_BY_VALUE = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ())
 
 
@@ -119,8 +119,8 @@ def dumps_call(function: Any, args: tuple, kwargs: dict, destination_pid: int | 
 
 
 def _by_reference(function: Any) -> bool:
-    # cloudpickle pickles a function by value when its module is __main__ or when its
-    # module attribute is not this very object; only the remaining case qualifies.
+    # cloudpickle pickles a function by value when its module is __main__, or when the
+    # module's attribute of that name is another object. Only the other functions qualify.
     if type(function) is not _FunctionType or _PICKLED_BY_VALUE:
         return False
     module_name = function.__module__

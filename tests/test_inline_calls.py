@@ -23,7 +23,7 @@ def test_short_calls_run_on_the_io_thread(cluster_workers):
     assert names == {"pyaddprocs-io"}
 
 
-def test_call_blocked_in_plain_threading_code_does_not_stall_the_worker(cluster_workers):
+def test_plain_blocking_call_does_not_stall(cluster_workers):
     pid = cluster_workers[0]
     remotecall_fetch(wf.clear_local_event, pid)
     # The first call blocks in threading.Event.wait, which pyaddprocs cannot see; the
@@ -76,7 +76,7 @@ def test_interrupt_reaches_a_call_on_the_io_thread(spawn_workers):
 
 def test_interrupts_never_lose_a_reply(spawn_workers):
     # An interrupt that arrives as a call ends must not land in the code that sends
-    # the reply: every call answers, with its value or with KeyboardInterrupt.
+    # the reply. Every call returns its value or raises KeyboardInterrupt.
     [pid] = spawn_workers(1)
     answered = 0
     for _ in range(60):

@@ -84,8 +84,8 @@ def test_julia_style_retry_check(cluster_workers):
     assert seen_states == [None, 1]
 
 
-# While pmap runs, its thread is the only reader of its workers' links; these check that
-# nothing waiting on those links from the same or another thread is left unread.
+# While pmap runs, its thread is the only reader of its workers' links. These tests check
+# that nothing waiting on those links, on the same or another thread, is left unread.
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_on_error_may_call_the_pool_workers(cluster_workers, batch_size):
@@ -167,6 +167,6 @@ def test_pmap_does_not_spin_after_a_worker_dies(spawn_workers):
     cpu = time.process_time() - started_cpu
 
     assert len(results) == 40
-    # A poll on the dead link's closed descriptor returned at once and kept a CPU busy
-    # for the rest of the map; waiting for sleeping workers needs almost none.
+    # Polling a dead link's closed descriptor returns at once and would keep a CPU busy.
+    # Waiting for sleeping workers needs almost no CPU.
     assert cpu < 0.3 * elapsed + 0.3, (cpu, elapsed)

@@ -19,7 +19,7 @@ from tests.worker_functions import identity, power
     (("key", None, (1, "a")), {}),
     (("key", b"function bytes", (1,)), {}),
 ])
-def test_call_of_module_function_with_plain_arguments_matches_cloudpickle(args, kwargs):
+def test_plain_call_matches_cloudpickle(args, kwargs):
     frames = dumps_call(power, args, kwargs)
     assert bytes(frames[0]) == cloudpickle.dumps((power, args, kwargs), protocol=5)
 
@@ -57,5 +57,6 @@ def test_plain_values_round_trip(value):
 def test_large_bytes_still_leave_the_pickle_stream():
     value = bytes(200_000)
     frames = dumps(value)
-    assert len(frames) == 2 and memoryview(frames[1]).nbytes == len(value)
+    assert len(frames) == 2
+    assert memoryview(frames[1]).nbytes == len(value)
     assert loads(frames) == value

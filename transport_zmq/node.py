@@ -75,8 +75,8 @@ _LEADER_POLL_MS = 2
 # Rejected connection attempts are logged at most this often.
 _REJECT_LOG_INTERVAL = 10.0
 
-# A call run on the I/O thread (run_inline) that has not returned after this many
-# seconds gets the I/O loop taken over by a new thread; the watcher checks this often.
+# Seconds a call may run on the I/O thread (run_inline) before a new thread takes over
+# the I/O loop. The watcher checks at this interval too.
 INLINE_LIMIT = 0.005
 # The watcher parks after this many checks without an inline call.
 _WATCH_PARK_AFTER = 200
@@ -164,7 +164,7 @@ class Node:
 
         # Inline calls (run_inline): the I/O loop may move to a new thread while a call
         # runs, so the loop's identity (``_thread``) and ``_inline_since`` change only
-        # under ``_loop_lock``. ``_inbox`` holds ROUTER messages read but not yet handled,
+        # under ``_loop_lock``. ``_inbox`` contains ROUTER messages read but not yet handled,
         # so a new loop thread handles them before anything read later.
         self._loop_lock = threading.Lock()
         self._inline_since: float | None = None
@@ -270,9 +270,9 @@ class Node:
 
         Running a short call where its message was read saves two thread wake-ups (to
         a pool thread and back), about a sixth of a round trip. A call that blocks
-        or runs longer than INLINE_LIMIT must not stall this process's messages, so
-        the watcher thread (or ``step_aside``) then starts a new thread that takes over
-        the I/O loop; this thread finishes the call and ends.
+        or runs longer than INLINE_LIMIT must not stall this process's messages. The
+        watcher thread (or ``step_aside``) then starts a new thread that takes over the
+        I/O loop, and this thread ends once the call returns.
         """
         with self._loop_lock:
             self._inline_since = time.monotonic()
@@ -508,9 +508,9 @@ class Node:
                     self._read_dealer_monitor(link)
 
     def _poll_items(self) -> tuple[list, int]:
-        # A socket that a waiting thread is reading (read_until) is left out, so its
-        # reply wakes only that thread; the short timeout then bounds how long a message
-        # that arrives just after that thread stops reading waits for this one.
+        # A socket that a waiting thread reads (read_until) is left out, so its reply
+        # wakes only that thread. The short timeout bounds the wait of a message that
+        # arrives just after that thread stops reading.
         items: list = [(self._wake_read, zmq.POLLIN)]
         if self._router is not None:
             items.append((self._router_fd, zmq.POLLIN))
@@ -626,11 +626,11 @@ class Node:
         thread, this returns at once. Everything read is handled exactly as the I/O
         thread would handle it, in arrival order per link.
         """
-        claimed, held = self.claim_readers(peers)
-        if not claimed and not held:
+        claimed, already_reading = self.claim_readers(peers)
+        if not claimed and not already_reading:
             return
         try:
-            self.read_claimed(claimed + held, done, timeout)
+            self.read_claimed(claimed + already_reading, done, timeout)
         finally:
             self.release_readers(claimed)
 
@@ -640,25 +640,25 @@ class Node:
         Returns the links claimed now and the links this thread was already reading
         (a nested wait); only the first go to ``release_readers``. Links that another
         thread reads, that are not acknowledged yet, or that do not exist are left out.
-        Until the release nobody else reads the claimed links, so this thread must call
-        ``read_claimed`` whenever it waits. A thread running an inline call steps aside
+        Until the release no other thread reads the claimed links, so this thread must
+        call ``read_claimed`` whenever it waits. A thread running an inline call steps aside
         first, since it is about to wait.
         """
         self.step_aside()
         if self.in_io_thread():
             return [], []
         me = threading.get_ident()
-        claimed, held = [], []
+        claimed, already_reading = [], []
         for peer in (peers,) if isinstance(peers, int) else peers:
             link = self._dealers.get(peer)
             if link is None or link.fd is None or not link.acknowledged:
                 continue
             if link.reader_owner == me:
-                held.append(link)
+                already_reading.append(link)
             elif link.reader.acquire(blocking=False):
                 link.reader_owner = me
                 claimed.append(link)
-        return claimed, held
+        return claimed, already_reading
 
     def read_claimed(self, links: list[_DealerLink], done: Callable[[], bool], timeout: float) -> None:
         """Read and handle the messages of claimed ``links`` until ``done()``, ``timeout``, or all are closed."""
