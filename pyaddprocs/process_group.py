@@ -365,6 +365,8 @@ class ProcessGroup:
         except BaseException as err:
             # An interrupt can land inside leave_call before it has done its work; a
             # second leave_call finishes it.
+            # TODO: a second interrupt sent within microseconds of the first can still
+            # land after this point, in the code that sends the reply.
             runner.leave_call(token)
             if isinstance(err, RemoteException) and getattr(function, "_pyaddprocs_passthrough", False):
                 return err, True
