@@ -90,7 +90,7 @@ class Member:
 
 
 class Waiter:
-    """A pending reply from one peer, completed once by the I/O thread."""
+    """A pending reply from one peer, completed once by the thread that reads the reply."""
 
     __slots__ = ("pid", "flags", "frames", "error", "_lock", "_done", "callbacks", "_node")
 

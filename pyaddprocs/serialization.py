@@ -17,13 +17,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
 import sys
 import threading
 import types
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cloudpickle
 
@@ -35,19 +34,8 @@ BUFFER_THRESHOLD = COPY_THRESHOLD
 _local = threading.local()
 
 
-@contextlib.contextmanager
-def sending_to(pid: int | None) -> Iterator[None]:
-    """Mark the pickling done inside the block as being for process ``pid``."""
-    previous = getattr(_local, "destination", None)
-    _local.destination = pid
-    try:
-        yield
-    finally:
-        _local.destination = previous
-
-
 def destination() -> int | None:
-    """Return the pid the current thread is pickling for, or None outside ``sending_to``."""
+    """Return the pid the current thread is pickling for in ``dumps``, or None outside it."""
     return getattr(_local, "destination", None)
 
 
