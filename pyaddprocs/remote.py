@@ -46,7 +46,7 @@ def _is_pool(pid: Any) -> bool:
     return isinstance(pid, WorkerPool)
 
 
-def remotecall(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> Future:
+def remotecall(f: Callable, pid: Any, /, *args: Any, **kwargs: Any) -> Future:
     """Start ``f(*args, **kwargs)`` on ``pid`` and return a Future for its value."""
     _check_callable(f)
     if _is_pool(pid):
@@ -76,7 +76,7 @@ def _run_local(stored, f: Callable, args: tuple, kwargs: dict) -> None:
     stored.set(value, is_error)
 
 
-def remotecall_fetch(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> Any:
+def remotecall_fetch(f: Callable, pid: Any, /, *args: Any, **kwargs: Any) -> Any:
     """Run ``f(*args, **kwargs)`` on ``pid`` and return its value; raise RemoteException on error."""
     _check_callable(f)
     if _is_pool(pid):
@@ -106,7 +106,7 @@ def remotecall_fetch(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> Any:
     return value
 
 
-def remotecall_wait(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> Future:
+def remotecall_wait(f: Callable, pid: Any, /, *args: Any, **kwargs: Any) -> Future:
     """Run ``f`` on ``pid``, wait until it is done and return the Future; raise if it failed."""
     if _is_pool(pid):
         pool = pid
@@ -120,7 +120,7 @@ def remotecall_wait(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> Future:
     return future
 
 
-def remote_do(f: Callable, pid: Any, *args: Any, **kwargs: Any) -> None:
+def remote_do(f: Callable, pid: Any, /, *args: Any, **kwargs: Any) -> None:
     """Run ``f(*args, **kwargs)`` on ``pid`` without waiting; errors are printed there."""
     _check_callable(f)
     if _is_pool(pid):
@@ -145,7 +145,7 @@ def _run_and_report(f: Callable, args: tuple, kwargs: dict) -> None:
         log.error("remote_do on this process failed:\n%s", value)
 
 
-def spawnat(pid: Any, f: Callable, *args: Any, **kwargs: Any) -> Future:
+def spawnat(pid: Any, f: Callable, /, *args: Any, **kwargs: Any) -> Future:
     """``remotecall(f, pid, ...)``; ``pid="any"`` picks the next worker in turn."""
     if pid == "any":
         from .cluster import workers

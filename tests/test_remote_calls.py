@@ -64,6 +64,19 @@ def test_option_named_keywords_reach_function(cluster_workers):
     assert spawnat(worker, describe_call, **keywords).fetch() == expected
 
 
+def test_keywords_named_f_and_pid_reach_function(cluster_workers):
+    # f and pid are positional-only, so a function may take keywords of those names.
+    worker = cluster_workers[1]
+    keywords = {"f": "value of f", "pid": 99}
+    expected = {"args": [], "kwargs": keywords}
+
+    assert remotecall_fetch(describe_call, worker, **keywords) == expected
+    assert remotecall(describe_call, worker, **keywords).result(timeout=RESULT_TIMEOUT) == expected
+    assert remotecall_wait(describe_call, worker, **keywords).fetch() == expected
+    assert spawnat(worker, describe_call, **keywords).fetch() == expected
+    remote_do(describe_call, worker, **keywords)
+
+
 def test_remotecall_wait_returns_ready_future(cluster_workers):
     worker = cluster_workers[0]
 
