@@ -73,7 +73,7 @@ class RemoteChannel:
 
     def put(self, value: Any, timeout: float | None = None) -> "RemoteChannel":
         """Append ``value``; block while the channel is full (TimeoutError after ``timeout``)."""
-        self._run("put", value, timeout)
+        self._run("put", value, _check_timeout(timeout))
         return self
 
     def take(self, timeout: float | None = None) -> Any:
@@ -82,11 +82,11 @@ class RemoteChannel:
         Raises ChannelClosedError when the channel is closed and empty, TimeoutError
         after ``timeout`` seconds.
         """
-        return self._run("take", timeout)
+        return self._run("take", _check_timeout(timeout))
 
     def fetch(self, timeout: float | None = None) -> Any:
         """Return the oldest value without removing it; block while empty."""
-        return self._run("fetch", timeout)
+        return self._run("fetch", _check_timeout(timeout))
 
     def isready(self) -> bool:
         """Return True when a take would not block."""
@@ -117,6 +117,15 @@ class RemoteChannel:
         if target is not None and target != self.where:
             get_group().send_control(self.where, CONTROL_ADD_CLIENT, self.ref, target)
         return (_rebuild_channel, (self.where, self.ref))
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    # Checked here, so a bad value fails in the caller and not on the channel's owner.
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"invalid timeout {timeout!r}: expected None or a number of seconds")
+    return timeout
 
 
 def _parse_arguments(args: tuple, kwargs: dict) -> tuple[Callable | None, int | None, int]:

@@ -104,6 +104,18 @@ def test_channel_take_times_out_when_empty(cluster_workers):
     assert channel.take(timeout=RESULT_TIMEOUT) == "after timeout"
 
 
+@pytest.mark.parametrize("timeout", ["x", True, [1]])
+def test_channel_rejects_invalid_timeout_locally(cluster_workers, timeout):
+    channel = RemoteChannel(pid=cluster_workers[0])
+
+    for method in (channel.take, channel.fetch):
+        with pytest.raises(TypeError, match="invalid timeout"):
+            method(timeout=timeout)
+    with pytest.raises(TypeError, match="invalid timeout"):
+        channel.put("value", timeout=timeout)
+    assert channel.empty()
+
+
 def test_channel_from_factory_uses_its_store(cluster_workers):
     worker = cluster_workers[1]
     channel = RemoteChannel(lambda: queue.LifoQueue(maxsize=8), worker)
