@@ -129,7 +129,8 @@ class Future:
         except Exception as err:
             error = RuntimeError(f"could not deserialize the value of {self!r}: {type(err).__name__}: {err}")
             error.__cause__ = err
-            return RemoteException.capture(get_group().myid, error), True
+            # Named after the process the value came from, as remotecall_fetch does.
+            return RemoteException.capture(waiter.pid, error), True
 
     def _fetch_from_owner(self, timeout: float | None) -> tuple[Any, bool]:
         group = get_group()

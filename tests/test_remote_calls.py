@@ -202,6 +202,17 @@ def test_unpicklable_exception_keeps_name_and_message(cluster_workers):
     assert "raise_two_argument_error" in error.traceback_text
 
 
+def test_value_failing_to_unpickle_names_its_worker(cluster_workers):
+    worker = cluster_workers[1]
+    future = remotecall(worker_functions.two_argument_error_value, worker, "no", 1)
+
+    with pytest.raises(RemoteException) as caught:
+        future.fetch(timeout=RESULT_TIMEOUT)
+
+    assert str(caught.value).startswith(f"On worker {worker}:")
+    assert "could not deserialize" in str(caught.value)
+
+
 def test_unpicklable_result_keeps_worker_usable(cluster_workers):
     worker = cluster_workers[0]
 

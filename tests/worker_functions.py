@@ -44,6 +44,11 @@ def raise_two_argument_error(message, code):
     raise TwoArgumentError(message, code)
 
 
+def two_argument_error_value(message, code):
+    """Return (not raise) a TwoArgumentError: it pickles here and fails to unpickle."""
+    return TwoArgumentError(message, code)
+
+
 def make_lock():
     """Return a ``threading.Lock``, which pickle rejects."""
     return threading.Lock()
