@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from benchmarks.settings import MEASUREMENTS, STEADY, settings_for
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
 
+# Seconds an interrupted child gets to stop its peer (and an SSH child its namespaces).
+INTERRUPT_GRACE = 30.0
 # Seconds a finished child's processes get to exit before they count as leaked.
 LEAK_GRACE = 5.0
 # Lines of a failed child's log that go into the report's JSON.
@@ -44,18 +47,21 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="Measure pyaddprocs against multiprocessing, concurrent.futures, loky, ipyparallel, "
                     "dask.distributed, execnet and raw pyzmq and socket transports.")
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer runs and smaller counts; took about 2 minutes on a 2-core machine")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny counts that only check that every measurement runs (for tests)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="fewer runs and smaller counts; took about 2 minutes on a 2-core machine")
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny counts that only check that every measurement runs; about a minute, "
+                           "and its figures mean nothing")
     parser.add_argument("--only", metavar="NAMES", default=",".join(MEASUREMENTS),
                         help=f"comma-separated measurements to run, from {','.join(MEASUREMENTS)} (default: all)")
     parser.add_argument("--peers", metavar="KEYS", default=None,
                         help="comma-separated peers to run (default: all installed); pyaddprocs always runs, "
-                             "because the ratios need it. Keys: " + ",".join(load_adapter(p).key for p in ADAPTERS))
+                             "because the ratios need it. Keys: " + ", ".join(load_adapter(p).key for p in ADAPTERS))
     parser.add_argument("--output-dir", metavar="DIR", type=Path, default=DEFAULT_OUTPUT,
                         help=f"directory for latest.md and latest.json (default: {DEFAULT_OUTPUT})")
     arguments = parser.parse_args(argv)
+    check_output_dir(parser, arguments.output_dir)
     arguments.only = _split_choices(parser, arguments.only, MEASUREMENTS, "--only")
     if arguments.peers is not None:
         keys = [load_adapter(path).key for path in ADAPTERS]
@@ -66,9 +72,23 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def _split_choices(parser, text: str, choices, option: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in choices]
-    if unknown or not names:
-        parser.error(f"invalid {option} value {text!r}: choose from {', '.join(choices)}")
+    if unknown:
+        parser.error(f"unknown {option} name{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                     f"choose from {', '.join(choices)}")
+    if not names:
+        parser.error(f"empty {option}: give one or more of {', '.join(choices)}")
     return names
+
+
+def check_output_dir(parser, directory: Path) -> None:
+    """Exit with a usage error before any measurement when ``directory`` is not writable."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        parser.error(f"invalid --output-dir {str(directory)!r}: {err.strerror or err}; "
+                     "give a directory this user can write")
 
 
 class ChildRunner:
@@ -132,6 +152,9 @@ class ChildRunner:
                                      stdout=log, stderr=log)
             try:
                 returncode = child.wait(timeout=self.settings.child_timeout)
+            except KeyboardInterrupt:
+                self._stop_child(child)
+                raise
             except subprocess.TimeoutExpired:
                 started = {ospid: processes.command_line(ospid) for ospid in processes.descendants(child.pid)}
                 child.kill()
@@ -141,6 +164,19 @@ class ChildRunner:
         if returncode != 0:
             return f"child process exited with status {returncode}: {' / '.join(_tail(log_path, 3))}"
         return None
+
+    @staticmethod
+    def _stop_child(child: subprocess.Popen) -> None:
+        """Let an interrupted child stop its peer and clean up, then end whatever is left."""
+        started = {ospid: processes.command_line(ospid) for ospid in processes.descendants(child.pid)}
+        child.send_signal(signal.SIGTERM)   # benchmarks.child turns it into KeyboardInterrupt
+        try:
+            child.wait(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        processes.end_processes(started, grace=0.5)
+        processes.end_processes(processes.lingering_descendants(os.getpid(), 0.5), grace=0.5)
 
     def _end_leftovers(self) -> dict[int, str]:
         """Return the processes the finished child left running, after ending them."""
@@ -254,11 +290,22 @@ def main(argv: list[str]) -> int:
         print("warning: could not become a child subreaper; leaked processes are not detected",
               file=sys.stderr)
     command = shlex.join(["python", "-m", "benchmarks", *argv])
-    run, markdown = run_suite(arguments, command)
+    # SIGTERM (from timeout or kill) unwinds like Ctrl-C, so children stop their peers.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run, markdown = run_suite(arguments, command)
+    except KeyboardInterrupt:
+        print("benchmarks interrupted: the running child was stopped and nothing was written",
+              file=sys.stderr)
+        return 130
     markdown_path, json_path = write_reports(run, markdown, arguments.output_dir)
     print(markdown)
     print(f"wrote {markdown_path} and {json_path}", file=sys.stderr)
     return 1 if run["failures"] or run["leaks"] else 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -107,8 +108,15 @@ def main(argv: list[str]) -> int:
         print("usage: python -m benchmarks.child TASK_JSON (run by python -m benchmarks)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The suite sends SIGTERM when it is interrupted; unwinding runs every peer's stop
+    # and the SSH namespaces' teardown.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     run_task(json.loads(argv[0]))
     return 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -207,8 +207,9 @@ def throughput_section(results: dict, peers: list, settings) -> list[str]:
         "",
         f"`add_one` mapped over {settings.throughput_tasks:,} integers on 2 workers, "
         f"{count(settings.throughput_runs, 'run')} per chunking; the figure is the median of the runs' tasks per "
-        f"second. Higher is better. The `{NOT_BUILT}` rows are the planned `Pool` and `Executor` front ends "
-        "of pyaddprocs, measured here once they exist.",
+        f"second. Higher is better. In the library default rows each library uses its own default chunking, "
+        f"so their ratios compare defaults, not equal messages. The `{NOT_BUILT}` rows are the planned "
+        "`Pool` and `Executor` front ends of pyaddprocs, measured here once they exist.",
         "",
         *_table(["Chunking", "Peer", "Call", "Tasks/s", "÷ pyaddprocs"], rows),
     ]
@@ -309,8 +310,8 @@ def memory_section(results: dict, peers: list, settings) -> list[str]:
         "and workers, with their summed VmRSS and their programs. \"All processes\" sums VmRSS, so pages shared between forked "
         "processes count once per process. Lower is better.",
         "",
-        *_table(["Peer", "Idle worker MiB", "÷ pyaddprocs", "Master MiB", "÷ pyaddprocs",
-                 "Other processes MiB", "All processes MiB", "÷ pyaddprocs"], rows),
+        *_table(["Peer", "Idle worker MiB", "Worker ÷ pyaddprocs", "Master MiB", "Master ÷ pyaddprocs",
+                 "Other processes MiB", "All processes MiB", "All ÷ pyaddprocs"], rows),
     ]
 
 
@@ -335,7 +336,9 @@ def header_section(info: dict, settings, command: str) -> list[str]:
         "",
         f"Versions: {versions}.",
         "",
-        "Each ratio column divides the peer's figure by pyaddprocs' figure of the same table (and chunking).",
+        "Each ratio column divides the peer's figure by pyaddprocs' figure in the same table (and chunking). "
+        "Above 1, the peer's figure is larger: slower or more memory in the time and memory tables, "
+        "faster in the throughput table.",
     ]
 
 
@@ -345,7 +348,7 @@ def notes_section(skipped: dict, failures: list[str], leaks: list[str], disturbe
     if skipped:
         lines += [f"- Skipped {label}: {reason}." for label, reason in skipped.items()]
     else:
-        lines.append("- No peer was skipped.")
+        lines.append("- No selected peer was skipped.")
     if ssh_reason:
         lines.append(f"- Start-up over SSH not run: {ssh_reason}.")
     lines += [f"- Failed: {failure}" for failure in failures] or ["- No measurement failed."]

@@ -44,7 +44,9 @@ def busy_test_network() -> str | None:
     listed = subprocess.run(["ip", "-brief", "link", "show", "type", "bridge"], capture_output=True, text=True)
     bridges = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith(BRIDGE_PREFIX)]
     if bridges:
-        return f"another test network (bridge {', '.join(bridges)}) is using 10.213.0.0/24; run again after it is gone"
+        return (f"another test network (bridge {', '.join(bridges)}) is using 10.213.0.0/24; run again after "
+                f"it is gone, or, when no test or benchmark run is using it, remove it with "
+                f"`ip link delete {bridges[0]}` and its namespaces (pyap-*) with `ip netns delete`")
     return None
 
 
