@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 # doubled tasks/s for tiny tasks (pmap of 10,000 additions on 2 local workers, 2-core
 # VM: about 5,000 -> 10,000 tasks/s).
 # Longer tasks keep DEPTH, so a slow task delays few others behind it on its worker.
-# NOTE: a worker runs incoming calls concurrently, so these messages also run as up to
-# that many threads at once on each worker.
+# NOTE: a task that blocks or runs past 5 ms moves the worker's I/O loop to a new thread,
+# so these messages can also run as up to that many threads at once on each worker.
 DEPTH = 2
+DEEP_DEPTH = 16
+SHORT_TASK_SECONDS = 0.002
 # Seconds the dispatcher reads its workers' links at a stretch before it looks at its
 # retry timers again.
 _READ_CHUNK = 0.5
-DEEP_DEPTH = 16
-SHORT_TASK_SECONDS = 0.002
 # Function bytes up to this size go with every task; larger ones only with the first
 # task per worker.
 INLINE_FUNCTION_LIMIT = 65536
@@ -226,7 +226,7 @@ def run_batch(key: str, function_bytes: bytes | None, batch: list,
     """Run on a worker: a batch of pmap elements, each an argument tuple (``spread``) or one argument.
 
     Returns the values in order and, by position, the RemoteException of each
-    element that failed (its value slot holds None). Keeping the errors apart lets
+    element that failed (its value slot is None). Keeping the errors apart lets
     a batch without errors travel as one plain list, which pickles fastest.
     """
     from .process_group import get_group as group_of_worker
@@ -382,7 +382,7 @@ class _Dispatcher:
         self.spread = spread   # elements are argument tuples (several iterables), else one argument
         self.results: list[Any] = [None] * len(items)
         self.attempts: dict[int, int] = collections.defaultdict(int)
-        self.delayed: list[tuple[float, int, list[int]]] = []
+        self.delayed: list[tuple[float, int, range]] = []   # (due time, first index, positions)
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.in_flight: dict[int, int] = {pid: 0 for pid in self.pids}
         self.finished = 0

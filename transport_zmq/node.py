@@ -70,7 +70,7 @@ _READ_SLICE = 0.002
 # The I/O thread's poll timeout (milliseconds), and the shorter one while a waiting
 # thread reads a socket itself.
 _IDLE_POLL_MS = 500
-_LEADER_POLL_MS = 2
+_READER_POLL_MS = 2
 
 # Rejected connection attempts are logged at most this often.
 _REJECT_LOG_INTERVAL = 10.0
@@ -519,7 +519,7 @@ class Node:
         for link in self._dealers.values():
             items.append((link.monitor, zmq.POLLIN))
             if link.reader.locked():
-                timeout_ms = _LEADER_POLL_MS
+                timeout_ms = _READER_POLL_MS
             elif link.fd is not None:
                 items.append((link.fd, zmq.POLLIN))
         return items, timeout_ms
